@@ -1,0 +1,66 @@
+"""CuPy on a CUDA GPU."""
+
+from __future__ import annotations
+
+from ._base import Backend, BackendUnavailable
+
+NAME = "cupy"
+PACKAGE = "cupy-cuda12x or cupy-cuda13x (pip install 'nnx-trainer[cuda12]')"
+
+
+def is_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("cupy") is not None
+
+
+def make(device: str | None = None) -> Backend:
+    """Build the CuPy backend on ``cuda`` / ``cuda:N`` (default GPU 0)."""
+    if not is_installed():
+        raise BackendUnavailable(
+            f"--device cuda needs CuPy, which is not installed; install {PACKAGE}, "
+            "or use --device cpu")
+    index = 0
+    if device not in (None, "", "cuda"):
+        try:
+            index = int(str(device).split(":", 1)[1])
+        except (IndexError, ValueError):
+            raise BackendUnavailable(f"bad CUDA device {device!r}; use cuda or cuda:N") from None
+    try:
+        import array_api_compat.cupy as xp
+        import cupy
+
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # driver missing, no GPU, broken install
+        raise BackendUnavailable(
+            f"CuPy is installed but no CUDA GPU is usable ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); check the NVIDIA "
+            "driver with nvidia-smi, or use --device cpu") from None
+    if not 0 <= index < count:
+        raise BackendUnavailable(f"cuda:{index} requested but {count} GPU(s) found; "
+                                 f"use cuda:0 .. cuda:{count - 1}")
+    dev = cupy.cuda.Device(index)
+    dev.use()
+    name = cupy.cuda.runtime.getDeviceProperties(index)["name"]
+    name = name.decode() if isinstance(name, bytes) else name
+
+    class CupyRng:
+        def __init__(self, seed):
+            self._gen = cupy.random.default_rng(seed)
+
+        def uniform(self, shape, dtype):
+            return self._gen.random(shape, dtype=dtype)
+
+        def get_state(self):
+            return {"cupy_bit_generator": repr(self._gen.bit_generator)}
+
+        def set_state(self, state):  # CuPy's generator state cannot be restored
+            pass
+
+    return Backend(
+        name=NAME, label=f"cuda:{index}", xp=xp, device=dev,
+        _to_numpy=lambda x: cupy.asnumpy(x),
+        _sync=lambda: cupy.cuda.get_current_stream().synchronize(),
+        _device_rng=CupyRng,
+        details=f"CuPy {cupy.__version__}, {name}",
+    )

@@ -1,0 +1,26 @@
+"""NumPy on the CPU (through array-api-compat's wrapped namespace)."""
+
+from __future__ import annotations
+
+from ._base import Backend, BackendUnavailable
+
+NAME = "numpy"
+PACKAGE = "numpy"
+
+
+def is_installed() -> bool:
+    return True  # a hard dependency of nnx
+
+
+def make(device: str | None = None) -> Backend:
+    """Build the NumPy backend. ``device`` must be None or ``"cpu"``."""
+    if device not in (None, "", "cpu"):
+        raise BackendUnavailable(f"NumPy runs on the CPU only, not {device!r}; use --device cpu")
+    import array_api_compat.numpy as xp
+    import numpy as np
+
+    return Backend(
+        name=NAME, label="numpy", xp=xp, device="cpu",
+        _to_numpy=lambda x: np.asarray(x),
+        details=f"NumPy {np.__version__}, CPU",
+    )

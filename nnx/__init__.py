@@ -1,0 +1,47 @@
+"""nnx: neural networks written by hand on the Python Array API.
+
+The same forward, backward and update code runs on NumPy (CPU), CuPy (CUDA),
+PyTorch and array-api-strict; pick one with a device string::
+
+    import nnx
+    model = nnx.mlp([64, 128, 10]).init("cpu", 0)
+"""
+
+from __future__ import annotations
+
+from . import activations, errors, init, layers, losses
+from .activations import Activation, define_activation, get_activation
+from .errors import (
+                     BackendUnavailable,
+                     CheckpointError,
+                     ConfigError,
+                     DataError,
+                     DerivativeMismatch,
+                     NnxError,
+                     NonFiniteError,
+)
+from .gradcheck import check_layer, gradcheck
+from .layers import (
+                     ActivationLayer,
+                     BatchNorm,
+                     Dense,
+                     Dropout,
+                     Layer,
+                     MixedActivation,
+                     Sequential,
+                     register_layer,
+)
+from .losses import get_loss
+from .model import mlp
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "activations", "errors", "init", "layers", "losses",
+    "Activation", "define_activation", "get_activation",
+    "BackendUnavailable", "CheckpointError", "ConfigError", "DataError",
+    "DerivativeMismatch", "NnxError", "NonFiniteError",
+    "check_layer", "gradcheck",
+    "ActivationLayer", "BatchNorm", "Dense", "Dropout", "Layer", "MixedActivation",
+    "Sequential", "register_layer", "get_loss", "mlp",
+]

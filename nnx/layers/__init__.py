@@ -1,0 +1,43 @@
+"""Layers: Dense, activations (uniform or per-unit), Dropout, BatchNorm, Sequential."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError, names_hint
+from .activation import ActivationLayer, MixedActivation
+from .base import Layer
+from .batchnorm import BatchNorm
+from .dense import Dense
+from .dropout import Dropout
+from .sequential import Sequential
+
+__all__ = ["Layer", "Dense", "ActivationLayer", "MixedActivation", "Dropout", "BatchNorm",
+           "Sequential", "LAYER_TYPES", "register_layer", "build"]
+
+#: type name -> class, used to rebuild a model from its saved configuration
+LAYER_TYPES: dict[str, type] = {c.__name__: c for c in (
+    Dense, ActivationLayer, MixedActivation, Dropout, BatchNorm)}
+
+
+def register_layer(cls: type) -> type:
+    """Make a custom layer class loadable by ``nnx.load`` (use as a decorator).
+
+    Its ``config()`` must return the keyword arguments of its constructor.
+    """
+    LAYER_TYPES[cls.__name__] = cls
+    return cls
+
+
+def build(config: dict) -> Sequential:
+    """Rebuild a model (without parameters) from ``Sequential.config()``."""
+    try:
+        specs = config["layers"]
+        layers = []
+        for spec in specs:
+            kind = spec["type"]
+            if kind not in LAYER_TYPES:
+                raise ConfigError(names_hint("layer type", kind, LAYER_TYPES)
+                                  + "; register custom layers with nnx.register_layer")
+            layers.append(LAYER_TYPES[kind](**spec["config"]))
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"invalid model configuration: {exc}") from None
+    return Sequential(layers)

@@ -1,0 +1,64 @@
+"""Fully connected layer: ``y = x @ w + b``."""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace
+
+from ..errors import ConfigError
+from ..init import get_initializer
+from .base import Layer, check_input
+
+
+class Dense(Layer):
+    """``y = x @ w + b`` with ``w`` of shape ``(n_in, n_out)`` and ``b`` ``(n_out,)``.
+
+    Parameters
+    ----------
+    n_in, n_out : input and output features.
+    init : initialiser name for ``w`` (``"auto"`` picks from ``family``).
+    family : activation family that follows the layer, used by ``init="auto"``.
+    bias : add the bias ``b`` (initialised to zero).
+    """
+
+    skips_dx = True
+
+    def __init__(self, n_in: int, n_out: int, *, init: str = "auto", family: str = "relu",
+                 bias: bool = True) -> None:
+        super().__init__()
+        for what, n in (("n_in", n_in), ("n_out", n_out)):
+            if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+                raise ConfigError(f"Dense {what} must be a positive integer, got {n!r}")
+        self.n_in, self.n_out = n_in, n_out
+        self.init_name, self.family, self.bias = init, family, bias
+        get_initializer(init, family)  # fail early on a bad name
+
+    def init(self, backend, rng, dtype="float32") -> None:
+        super().init(backend, rng, dtype)
+        _, draw = get_initializer(self.init_name, self.family)
+        self.params["w"] = backend.asarray(draw(rng, (self.n_in, self.n_out), self.n_in,
+                                                self.n_out), dtype)
+        if self.bias:
+            self.params["b"] = backend.xp.zeros((self.n_out,), dtype=backend.dtype(dtype),
+                                                device=backend.device)
+        self.zero_grads()
+
+    def forward(self, x, *, train=False):
+        check_input(self, x)
+        xp = array_namespace(x)
+        w = self.params["w"]
+        y = xp.matmul(x, w)
+        if self.bias:
+            y = y + self.params["b"]
+
+        def backward(dy, need_dx=True):
+            # dL/dw = x^T dy (summed over the batch), dL/db = sum_batch dy, dL/dx = dy w^T
+            self.grads["w"] += xp.matmul(x.mT, dy)
+            if self.bias:
+                self.grads["b"] += xp.sum(dy, axis=0)
+            return xp.matmul(dy, w.mT) if need_dx else None
+
+        return y, backward
+
+    def config(self) -> dict:
+        return {"n_in": self.n_in, "n_out": self.n_out, "init": self.init_name,
+                "family": self.family, "bias": self.bias}

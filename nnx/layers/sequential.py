@@ -1,0 +1,145 @@
+"""Sequential: a chain of layers whose backward closures run in reverse."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import Layer
+
+
+class Sequential(Layer):
+    """Chain ``layers``; ``forward`` returns ``(y, backward)`` like any layer.
+
+    Layers get unique names (``dense_0``, ``activationlayer_1``, ...) used for
+    parameters, checkpoints and the doctor's report. ``x`` is ``(batch, n_in)``.
+    """
+
+    def __init__(self, layers) -> None:
+        super().__init__()
+        self.layers: list[Layer] = list(layers)
+        if not self.layers:
+            raise ConfigError("Sequential needs at least one layer")
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise ConfigError(f"item {i} of Sequential is {type(layer).__name__}, not a "
+                                  "Layer; subclass nnx.Layer for your own layers")
+            layer.name = f"{type(layer).__name__.lower()}_{i}"
+        sized = [la for la in self.layers if la.n_in is not None]
+        self.n_in = sized[0].n_in if sized else None
+        self.n_out = next((la.n_out for la in reversed(self.layers) if la.n_out is not None),
+                          None)
+        prev = None
+        for layer in self.layers:
+            if layer.n_in is not None and prev is not None and layer.n_in != prev:
+                raise ConfigError(f"layer {layer.name!r} expects {layer.n_in} inputs but the "
+                                  f"layer before it gives {prev}")
+            prev = layer.n_out if layer.n_out is not None else prev
+        self.backend = None
+        self.dtype = "float32"
+
+    def init(self, backend, rng=0, dtype="float32") -> Sequential:
+        """Create every layer's parameters on ``backend`` (a Backend or device string).
+
+        ``rng`` is a seed or a ``numpy.random.Generator``. Custom layers are
+        gradient-checked (float64, on the host) the first time they are built.
+        Returns the model, so ``model = mlp(...).init("cpu", 0)`` works.
+        """
+        import backends
+
+        backend = backends.get(backend)
+        if isinstance(rng, int) or rng is None:
+            rng = backend.rng(rng)
+        self.backend, self.dtype = backend, dtype
+        for layer in self.layers:
+            layer.init(backend, rng, dtype)
+        for layer in self.layers:
+            if not getattr(layer, "builtin", True) and not getattr(layer, "_checked", False):
+                from ..gradcheck import check_layer
+
+                check_layer(layer)
+                layer._checked = True
+        return self
+
+    @property
+    def params(self):  # a flat view for inspection; layers own the arrays
+        return {f"{la.name}.{k}": v for la in self.layers for k, v in la.params.items()}
+
+    @params.setter
+    def params(self, value):
+        if value:
+            raise AttributeError("set parameters on the layers, or use set_weights()")
+
+    @property
+    def grads(self):
+        return {f"{la.name}.{k}": v for la in self.layers for k, v in la.grads.items()}
+
+    @grads.setter
+    def grads(self, value):
+        pass
+
+    def parameters(self):
+        """``[(layer_name, params, grads), ...]`` for layers that have parameters."""
+        return [(la.name, la.params, la.grads) for la in self.layers if la.params]
+
+    def zero_grads(self) -> None:
+        for layer in self.layers:
+            layer.zero_grads()
+
+    def forward(self, x, *, train=False):
+        if self.backend is None:
+            raise ConfigError("the model has no parameters yet; call model.init(backend, seed) "
+                              "or train it with nnx.Trainer")
+        backwards = []
+        for layer in self.layers:
+            x, backward = layer.forward(x, train=train)
+            backwards.append((layer, backward))
+
+        def backward(dy, need_dx=True):
+            for i in range(len(backwards) - 1, -1, -1):
+                layer, step = backwards[i]
+                if i == 0 and not need_dx and layer.skips_dx:
+                    return step(dy, need_dx=False)
+                dy = step(dy)
+            return dy
+
+        return x, backward
+
+    def config(self) -> dict:
+        return {"layers": [{"type": type(la).__name__, "config": la.config()}
+                           for la in self.layers]}
+
+    def get_weights(self, backend=None) -> dict:
+        """Host copies of every parameter and buffer: ``{"dense_0.w": ndarray, ...}``."""
+        out = {}
+        for la in self.layers:
+            for group in (la.params, la.state):
+                for k, v in group.items():
+                    out[f"{la.name}.{k}"] = self.backend.to_numpy(v)
+        return out
+
+    def set_weights(self, weights: dict) -> None:
+        """Load host arrays from :meth:`get_weights` onto the model's backend."""
+        for la in self.layers:
+            for group in (la.params, la.state):
+                for k, old in list(group.items()):
+                    key = f"{la.name}.{k}"
+                    if key not in weights:
+                        raise ConfigError(f"weights have no entry {key!r}")
+                    value = weights[key]
+                    if tuple(value.shape) != tuple(old.shape):
+                        raise ConfigError(f"{key} has shape {tuple(value.shape)}, the model "
+                                          f"expects {tuple(old.shape)}")
+                    group[k] = self.backend.asarray(value, self.dtype)
+            la.zero_grads()
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(la) for la in self.layers)
+        return f"Sequential(\n  {inner}\n)"
