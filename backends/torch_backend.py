@@ -26,7 +26,8 @@ def make(device: str | None = None) -> Backend:
         raise BackendUnavailable(
             f"torch:{spec} requested but this PyTorch build sees no CUDA GPU "
             f"(torch {torch.__version__}); install a CUDA build of torch or use --device torch")
-    if spec == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    mps = getattr(torch.backends, "mps", None)
+    if spec == "mps" and not (mps and mps.is_available()):
         raise BackendUnavailable("torch:mps requested but MPS is not available on this machine")
     try:
         dev = torch.device(spec)

@@ -55,7 +55,7 @@ class _Float64Copy:
     def __enter__(self):
         self.saved = []
         for la in self.layers:
-            self.saved.append((la.params, la.grads, la.state, getattr(la, "backend", None)))
+            self.saved.append((la.params, la.grads, la.state))
             la.params = {k: self.host.asarray(self.src.to_numpy(v), "float64")
                          for k, v in la.params.items()}
             la.state = {k: self.host.asarray(self.src.to_numpy(v), "float64")
@@ -65,7 +65,7 @@ class _Float64Copy:
         return self.host
 
     def __exit__(self, *exc):
-        for la, (p, g, s, b) in zip(self.layers, self.saved):
+        for la, (p, g, s) in zip(self.layers, self.saved):
             la.params, la.grads, la.state = p, g, s
         return False
 
