@@ -15,6 +15,7 @@ updates allocate no parameter-sized temporary on NumPy.
 from __future__ import annotations
 
 import math
+import numbers
 
 from array_api_compat import array_namespace
 
@@ -26,7 +27,7 @@ __all__ = ["Optimizer", "clip_grad_norm_", "global_norm", "check_lr"]
 
 def check_lr(lr, *, allow_zero: bool = False) -> float:
     """Return ``lr`` as a float, or raise ConfigError saying what to pass."""
-    ok = isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
+    ok = isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr)
     if not ok or lr < 0 or (lr == 0 and not allow_zero):
         raise ConfigError(f"learning rate must be a positive finite number, got {lr!r}; "
                           "pass e.g. lr=0.01 for SGD or lr=0.001 for Adam")
@@ -35,7 +36,8 @@ def check_lr(lr, *, allow_zero: bool = False) -> float:
 
 def check_range(name: str, value, low: float, high: float, *, high_ok: bool = False) -> float:
     """``value`` as a float in ``[low, high)`` (``[low, high]`` with ``high_ok``)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(value))
     if not ok or value < low or value > high or (value == high and not high_ok):
         bracket = "]" if high_ok else ")"
         raise ConfigError(f"{name} must be in [{low:g}, {high:g}{bracket}, got {value!r}")
@@ -154,7 +156,7 @@ class Optimizer:
 
     def state_dict(self, backend) -> dict:
         """Host copies of the state: ``{"name", "t", "lr", "dense_0.w/m": ndarray, ...}``."""
-        out = {"name": self.name, "t": self.t, "lr": self.lr}
+        out = {"name": self.name, "t": self.t, "lr": float(self.lr)}
         for pname, slots in self.state.items():
             for slot, arr in slots.items():
                 # to_numpy may share memory with the live array (NumPy, torch CPU)
