@@ -21,6 +21,7 @@ def make(device: str | None = None) -> Backend:
 
     return Backend(
         name=NAME, label="numpy", xp=xp, device="cpu",
-        _to_numpy=lambda x: np.asarray(x),
+        # a copy, like every other backend: callers may keep it while training goes on
+        _to_numpy=lambda x: np.array(x, copy=True),
         details=f"NumPy {np.__version__}, CPU",
     )
