@@ -9,7 +9,7 @@ PyTorch and array-api-strict; pick one with a device string::
 
 from __future__ import annotations
 
-from . import activations, errors, init, layers, losses
+from . import activations, errors, init, layers, losses, optim, schedules
 from .activations import Activation, define_activation, get_activation
 from .errors import (
                      BackendUnavailable,
@@ -33,11 +33,14 @@ from .layers import (
 )
 from .losses import get_loss
 from .model import mlp
+from .optim import SGD, Adam, AdamW, Optimizer, RMSProp, get_optimizer
+from .schedules import get_schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "activations", "errors", "init", "layers", "losses",
+    "activations", "errors", "init", "layers", "losses", "optim", "schedules",
+    "SGD", "Adam", "AdamW", "Optimizer", "RMSProp", "get_optimizer", "get_schedule",
     "Activation", "define_activation", "get_activation",
     "BackendUnavailable", "CheckpointError", "ConfigError", "DataError",
     "DerivativeMismatch", "NnxError", "NonFiniteError",
