@@ -1,0 +1,29 @@
+"""The doctor: names what went wrong in a training run, where, and how to fix it.
+
+- :func:`check` runs the checks that need no training (output layer vs loss,
+  symmetric initial weights, custom derivatives, input scaling, labels, class
+  balance, train/test leakage).
+- :class:`Monitor` gathers per-layer statistics on the device while training
+  and reads them on the host a few times per epoch.
+- :func:`run_detectors` turns the monitored :class:`Trace` into findings.
+- :class:`Report` prints them by severity and writes ``doctor.json``,
+  ``doctor.md`` and ``doctor.png``.
+- :func:`lr_find` runs a learning-rate range test on a copy of the model.
+
+Every finding has a stable id from :data:`CATALOGUE`; the thresholds are the
+constants of :mod:`nnx.doctor.findings`.
+"""
+
+from __future__ import annotations
+
+from .detectors import run_detectors
+from .findings import CATALOGUE, SEVERITIES, Finding
+from .lr_finder import LRFinderResult, clone_model, lr_find
+from .monitor import Monitor
+from .report import Report, plot_trace
+from .static import check, check_data, check_model, findings_from_gradcheck
+from .trace import Trace
+
+__all__ = ["CATALOGUE", "SEVERITIES", "Finding", "Monitor", "Trace", "Report", "check",
+           "check_model", "check_data", "findings_from_gradcheck", "run_detectors",
+           "plot_trace", "lr_find", "LRFinderResult", "clone_model"]

@@ -1,0 +1,244 @@
+"""The doctor's report: a terminal summary, ``doctor.json``, ``doctor.md`` and ``doctor.png``.
+
+A healthy run is summarised in one line; otherwise findings are listed by
+severity, each with its cause and fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .detectors import loss_spikes
+from .findings import SEVERITIES, Finding, sort_findings
+from .trace import Trace
+
+__all__ = ["Report", "plot_trace"]
+
+
+@dataclass
+class Report:
+    """Findings of one run and the trace they were drawn from."""
+
+    findings: list = field(default_factory=list)
+    trace: Trace | None = None
+    files: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.findings = sort_findings(_dedupe(self.findings))
+
+    @property
+    def healthy(self) -> bool:
+        """No warnings and no errors."""
+        return not any(f.severity in ("warning", "error") for f in self.findings)
+
+    def ids(self, severity: str | None = None) -> set:
+        """Finding ids, optionally of one severity and above."""
+        rank = SEVERITIES.index(severity) if severity else 0
+        return {f.id for f in self.findings if SEVERITIES.index(f.severity) >= rank}
+
+    def get(self, finding_id: str) -> list[Finding]:
+        return [f for f in self.findings if f.id == finding_id]
+
+    def __contains__(self, finding_id: str) -> bool:
+        return any(f.id == finding_id for f in self.findings)
+
+    # --- text ----------------------------------------------------------------
+
+    def _scope(self) -> str:
+        t = self.trace
+        if t is None or t.n_steps == 0:
+            return "before training"
+        return (f"{t.n_steps} steps, {len(t.layers)} activation layers and "
+                f"{len(t.weight_layers())} weight layers monitored")
+
+    def summary(self, *, verbose: bool = False) -> str:
+        """The terminal report. One line when healthy (plus infos when ``verbose``)."""
+        counts = {s: sum(f.severity == s for f in self.findings) for s in SEVERITIES}
+        if self.healthy:
+            line = f"doctor: healthy - no problems found ({self._scope()})"
+            if counts["info"]:
+                line += f"; {counts['info']} note{'s' if counts['info'] > 1 else ''}"
+            if not verbose:
+                return line
+            return "\n".join([line] + [f"  - {f}" for f in self.findings])
+        head = ", ".join(f"{counts[s]} {s}{'s' if counts[s] > 1 else ''}"
+                         for s in reversed(SEVERITIES) if counts[s])
+        lines = [f"doctor: {head} ({self._scope()})"]
+        for f in self.findings:
+            if f.severity == "info" and not verbose:
+                continue
+            lines.append(f"  {f}")
+            lines.append(f"      cause: {f.cause}")
+            lines.append(f"      fix:   {f.fix}")
+        hidden = counts["info"] if not verbose else 0
+        if hidden:
+            lines.append(f"  (+{hidden} info note{'s' if hidden > 1 else ''} in doctor.md)")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_dict(self) -> dict:
+        d = {"healthy": self.healthy, "findings": [f.to_dict() for f in self.findings]}
+        if self.trace is not None:
+            t = self.trace
+            d["run"] = {k: v for k, v in t.meta.items() if _jsonable(v)}
+            d["loss"] = {"steps": t.loss_steps.tolist(),
+                         "values": [float(v) if np.isfinite(v) else None for v in t.loss],
+                         "spikes": t.loss_steps[loss_spikes(t)].tolist()}
+            d["series"] = t.layer_series()
+            d["epochs"] = [{k: v for k, v in e.items() if _jsonable(v)} for e in t.epochs]
+        return d
+
+    def markdown(self) -> str:
+        lines = ["# Doctor's report", ""]
+        lines.append("**Healthy**: no problems found." if self.healthy else
+                     f"**{len(self.findings)} finding(s)**, most severe first.")
+        lines += ["", f"Scope: {self._scope()}.", ""]
+        if self.trace is not None and self.trace.meta:
+            lines += ["| run | |", "|---|---|"]
+            for k, v in self.trace.meta.items():
+                if isinstance(v, (str, int, float, bool)) and v is not None:
+                    lines.append(f"| {k} | {v} |")
+            lines.append("")
+        for f in self.findings:
+            lines.append(f"## {f.severity.upper()}: `{f.id}`"
+                         + (f" ({', '.join(f.layers)})" if f.layers else ""))
+            lines += ["", f.title, "", f"**Cause.** {f.cause}", "", f"**Fix.** {f.fix}", ""]
+            if f.steps:
+                lines += [f"Steps: {', '.join(map(str, f.steps[:20]))}", ""]
+            if f.evidence:
+                lines.append("Evidence: `" + json.dumps(f.evidence, sort_keys=True) + "`")
+                lines.append("")
+        if "png" in self.files:
+            lines += [f"![diagnostics]({os.path.basename(self.files['png'])})", ""]
+        return "\n".join(lines)
+
+    def write(self, out_dir: str, *, figure: bool = True) -> dict:
+        """Write ``doctor.json``, ``doctor.md`` and (with a trace) ``doctor.png``; return paths."""
+        os.makedirs(out_dir, exist_ok=True)
+        if figure and self.trace is not None and self.trace.n_steps:
+            self.files["png"] = plot_trace(self.trace, os.path.join(out_dir, "doctor.png"),
+                                           self.findings)
+        self.files["json"] = _atomic_text(os.path.join(out_dir, "doctor.json"),
+                                          json.dumps(self.to_dict(), indent=1))
+        self.files["md"] = _atomic_text(os.path.join(out_dir, "doctor.md"), self.markdown())
+        return dict(self.files)
+
+
+def _dedupe(findings):
+    seen, out = set(), []
+    for f in findings:
+        key = (f.id, f.title)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def _jsonable(v) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _atomic_text(path: str, text: str) -> str:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_trace(trace: Trace, path: str, findings=()) -> str:
+    """The diagnostic figure: loss with spikes, gradient norms, update ratios,
+    activation statistics and dead/saturated fractions over training."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    (ax_loss, ax_grad, ax_upd), (ax_mean, ax_std, ax_units) = axes
+    steps = trace.sample_steps
+    colors = plt.get_cmap("viridis")
+
+    # loss, spikes marked, non-finite steps shaded
+    ok = np.isfinite(trace.loss)
+    ax_loss.plot(trace.loss_steps[ok], trace.loss[ok], lw=0.8, color="tab:blue", label="loss")
+    spikes = loss_spikes(trace)
+    if spikes.size:
+        ax_loss.scatter(trace.loss_steps[spikes], trace.loss[spikes], color="red", zorder=3,
+                        s=18, label=f"spikes ({spikes.size})")
+    if (~ok).any():
+        ax_loss.axvline(trace.loss_steps[~ok][0], color="red", ls="--",
+                        label="first non-finite")
+    if ok.any() and np.nanmin(trace.loss[ok]) > 0:
+        ax_loss.set_yscale("log")
+    ax_loss.set(title="training loss (every step)", xlabel="step")
+    ax_loss.legend(fontsize=8)
+
+    weights = [(layer, j) for j, (layer, key) in enumerate(trace.params) if key == "w"]
+    for k, (layer, j) in enumerate(weights):
+        c = colors(k / max(1, len(weights) - 1))
+        g = trace.grad_norm[:, j]
+        _semilog(ax_grad, steps, g, c, layer)
+        w, u = trace.weight_norm[:, j], trace.update_norm[:, j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            _semilog(ax_upd, steps, np.where(w > 0, u / w, np.nan), c, layer)
+    ax_grad.set(title="gradient norm per layer (weights)", xlabel="step")
+    ax_upd.axhline(1e-3, color="grey", ls=":", lw=1, label="1e-3 (rule of thumb)")
+    ax_upd.set(title="update / weight ratio per step", xlabel="step")
+    for ax in (ax_grad, ax_upd):
+        if ax.lines:
+            ax.legend(fontsize=7)
+
+    for k, unit in enumerate(trace.layers):
+        c = colors(k / max(1, len(trace.layers) - 1))
+        a = trace.act[:, k, :] if trace.act.size else np.zeros((0, 6))
+        ax_mean.plot(steps, a[:, 2], color=c, lw=1, label=f"{unit.label} a")
+        ax_mean.plot(steps, a[:, 0], color=c, lw=1, ls="--")
+        ax_std.plot(steps, a[:, 3], color=c, lw=1, label=f"{unit.label} a")
+        ax_std.plot(steps, a[:, 1], color=c, lw=1, ls="--")
+        if unit.can_die.any():
+            dead = [np.nan if w.active[k] is None or w.rows == 0 else
+                    float(((w.active[k] == 0) & unit.can_die).sum() / unit.can_die.sum())
+                    for w in trace.windows]
+            ends = [w.last_step for w in trace.windows]
+            ax_units.plot(ends, dead, color=c, marker="o", label=f"{unit.label} dead")
+        if unit.saturates.any():
+            ax_units.plot(steps, a[:, 5], color=c, ls="--", label=f"{unit.label} saturated")
+    ax_mean.set(title="activation mean (solid: a, dashed: pre-activation z)", xlabel="step")
+    ax_std.set(title="activation std (solid: a, dashed: z)", xlabel="step")
+    ax_units.set(title="dead / saturated fraction of units", xlabel="step", ylim=(-0.02, 1.02))
+    for ax in (ax_mean, ax_std, ax_units):
+        if ax.lines:
+            ax.legend(fontsize=7)
+    if trace.n_steps:
+        first = int(trace.loss_steps[0])
+        span = (first, max(int(trace.loss_steps[-1]), first + 1))
+        for ax in axes.flat:
+            ax.set_xlim(*span)
+    bad = [f for f in findings if f.severity in ("warning", "error")]
+    title = ("doctor: healthy" if not bad else
+             "doctor: " + ", ".join(dict.fromkeys(f.id for f in bad)))
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _semilog(ax, x, y, color, label) -> None:
+    y = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(y) & (y > 0)
+    if ok.any():
+        ax.semilogy(np.asarray(x)[ok], y[ok], color=color, lw=1, label=label)

@@ -1,0 +1,459 @@
+"""Checks before training: the model, the loss and the data, on the host.
+
+:func:`check` runs them all; :func:`check_model` and :func:`check_data` can be
+called on their own. They read the weights and the data once (host copies),
+never during training.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..activations import check_derivative
+from ..errors import DerivativeMismatch
+from ..layers import ActivationLayer, BatchNorm, MixedActivation
+from ..losses import MeanSquaredError, SigmoidBinaryCrossEntropy, SoftmaxCrossEntropy, get_loss
+from . import findings as T
+from .findings import Finding
+
+__all__ = ["check", "check_model", "check_data", "check_symmetry", "check_derivatives",
+           "findings_from_gradcheck", "to_host"]
+
+
+def to_host(model, a) -> np.ndarray | None:
+    """A host NumPy copy of ``a`` (a device array of the model's backend, or host data)."""
+    if a is None:
+        return None
+    if isinstance(a, np.ndarray):
+        return a
+    if type(a).__module__.startswith("numpy"):
+        return np.asarray(a)
+    return np.asarray(model.backend.to_numpy(a))
+
+
+def check(model, loss, x=None, y=None, *, validation_data=None, test_data=None,
+          gradcheck: bool | str = "auto") -> list[Finding]:
+    """Every check that can run before training.
+
+    Parameters
+    ----------
+    model : an initialised Sequential.
+    loss : a loss name or object.
+    x, y : training inputs ``(n, n_in)`` and labels/targets (host or device arrays).
+    validation_data, test_data : ``(x, y)`` pairs compared with the training set
+        for leakage.
+    gradcheck : ``"auto"`` runs :func:`nnx.gradcheck` on a few rows when the model
+        has custom activations or layers and at most ``GRADCHECK_MAX_PARAMS``
+        parameters; ``True`` always, ``False`` never.
+    """
+    loss = get_loss(loss)
+    out = check_model(model, loss, y=y)
+    out += check_derivatives(model, loss, x, y, gradcheck=gradcheck)
+    if x is not None:
+        others = [("validation", validation_data), ("test", test_data)]
+        out += check_data(model, loss, x, y, others=[(n, d) for n, d in others if d is not None])
+    return out
+
+
+# --- the model and its loss ----------------------------------------------------
+
+def _output_activation(model):
+    """The activation applied after the last weight layer, or None (logits)."""
+    for layer in reversed(model.layers):
+        if isinstance(layer, ActivationLayer):
+            return layer.activation if layer.activation.name != "identity" else None
+        if isinstance(layer, MixedActivation):
+            return layer
+        if "w" in layer.params:
+            return None
+    return None
+
+
+def _n_out(model) -> int | None:
+    return model.n_out
+
+
+def check_model(model, loss, *, y=None) -> list[Finding]:
+    """Output layer vs loss, and symmetric units in the initial weights."""
+    loss = get_loss(loss)
+    out = []
+    act = _output_activation(model)
+    n_out = _n_out(model)
+    last = [la.name for la in model.layers if "w" in la.params][-1:]
+    if isinstance(loss, (SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy)) and act is not None:
+        name = getattr(act, "name", "mixed")
+        implied = "softmax" if isinstance(loss, SoftmaxCrossEntropy) else "sigmoid"
+        if name == "relu":
+            cause = ("ReLU on the output clips every negative logit to 0, so the network "
+                     "cannot express 'unlikely'; many examples get zero gradient.")
+        elif name in ("sigmoid", "softmax") or "softmax" in name:
+            cause = (f"The loss already applies {implied} to its input; a {name} before it "
+                     f"applies it twice, squeezing the logits into a narrow range.")
+        else:
+            cause = (f"The loss takes raw logits and applies {implied} itself; a {name} "
+                     "output bounds or distorts the logits.")
+        out.append(Finding(
+            "output-loss-mismatch", "error",
+            f"the output layer ends with {name} before {loss.name}, which expects logits",
+            cause,
+            "Leave the output linear: mlp(sizes, output=None) (the default), or remove the "
+            f"last ActivationLayer; {loss.name} applies {implied} itself.",
+            layers=last, evidence={"output_activation": name, "loss": loss.name}))
+    if isinstance(loss, SoftmaxCrossEntropy) and n_out == 1:
+        out.append(Finding(
+            "output-loss-mismatch", "error",
+            "softmax cross-entropy on a single output: the softmax of one number is always "
+            "1, so the loss is always 0 and nothing is learned",
+            "A binary problem with one output unit needs a sigmoid, not a softmax.",
+            "Use loss='bce' (sigmoid binary cross-entropy, --loss bce) with one output, or "
+            "two outputs with cross-entropy.",
+            layers=last, evidence={"outputs": 1}))
+    out += check_symmetry(model)
+    return out
+
+
+def check_symmetry(model, *, after_steps: int | None = None) -> list[Finding]:
+    """Hidden units with identical incoming *and* outgoing weights (never break apart).
+
+    Two units of a hidden layer that share their incoming weights, bias and
+    outgoing weights get identical gradients, so plain gradient descent keeps them
+    identical forever: the layer behaves like one unit. Zero or constant
+    initialisation makes every unit of a layer such a copy.
+    """
+    weights = model.get_weights()
+    names = [la.name for la in model.layers]
+    dense = [i for i, la in enumerate(model.layers) if "w" in la.params
+             and la.params["w"].ndim == 2]
+    out = []
+    for a, b in zip(dense, dense[1:]):
+        la = model.layers[a]
+        w_in = weights[f"{la.name}.w"]                  # (n_in, n)
+        n = w_in.shape[1]
+        parts = [w_in.T]
+        if f"{la.name}.b" in weights:
+            parts.append(weights[f"{la.name}.b"][:, None])
+        for mid in model.layers[a + 1:b]:               # per-unit parameters in between
+            if isinstance(mid, BatchNorm):
+                parts += [weights[f"{mid.name}.gamma"][:, None],
+                          weights[f"{mid.name}.beta"][:, None]]
+        w_out = weights[f"{model.layers[b].name}.w"]   # (n, n_next)
+        if w_out.shape[0] != n:
+            continue
+        parts.append(w_out)
+        sig = np.concatenate([np.asarray(p, dtype=np.float64) for p in parts], axis=1)
+        _, inverse, counts = np.unique(sig, axis=0, return_inverse=True, return_counts=True)
+        copies = int(counts[counts > 1].sum())
+        if copies == 0:
+            continue
+        frac = copies / n
+        groups = int((counts > 1).sum())
+        zero = bool(np.all(w_in == 0))
+        when = "initial" if after_steps is None else f"after {after_steps} steps, the"
+        out.append(Finding(
+            "symmetric-units", "error" if frac >= T.SYMMETRIC_FRACTION_ERROR else "warning",
+            f"{when} weights of {la.name} make {copies} of its {n} units identical copies "
+            f"({groups} group{'s' if groups > 1 else ''})"
+            + (" - the weights are all zero" if zero else ""),
+            "Units that start with the same incoming and outgoing weights compute the same "
+            "output and get the same gradient, so they stay identical forever: the layer "
+            "learns like a single unit. This comes from zero or constant initialisation.",
+            "Initialise with random weights: init='auto' (He for ReLU, Xavier for tanh/"
+            "sigmoid; --init auto), never zeros or a constant.",
+            layers=[la.name] + ([names[b]] if frac == 1.0 else []),
+            steps=[] if after_steps is None else [after_steps],
+            evidence={"identical_units": copies, "units": n, "groups": groups,
+                      "all_zero": zero}))
+    return out
+
+
+# --- derivatives --------------------------------------------------------------
+
+def _is_builtin(act) -> bool:
+    return getattr(act.forward, "__module__", "") == "nnx.activations"
+
+
+def check_derivatives(model, loss=None, x=None, y=None, *,
+                      gradcheck: bool | str = "auto") -> list[Finding]:
+    """Check custom activations and layers, and (small models) the whole model's gradient."""
+    out = []
+    custom = False
+    seen = set()
+    for layer in model.layers:
+        acts = []
+        if isinstance(layer, ActivationLayer):
+            acts = [layer.activation]
+        elif isinstance(layer, MixedActivation):
+            from ..activations import get_activation
+
+            acts = [get_activation(s) for s in dict.fromkeys(layer.per_unit)]
+        for act in acts:
+            if _is_builtin(act) or id(act) in seen:
+                continue
+            seen.add(id(act))
+            custom = True
+            try:
+                check_derivative(act)
+            except DerivativeMismatch as exc:
+                out.append(_mismatch(exc, layer.name, f"activation {act.name!r}"))
+        if not getattr(layer, "builtin", True):
+            custom = True
+            from ..gradcheck import check_layer
+
+            try:
+                check_layer(layer)
+            except DerivativeMismatch as exc:
+                out.append(_mismatch(exc, layer.name, f"layer {type(layer).__name__}"))
+    n_params = sum(int(np.prod(p.shape)) for la in model.layers for p in la.params.values())
+    run = gradcheck is True or (gradcheck == "auto" and custom and not out
+                                and n_params <= T.GRADCHECK_MAX_PARAMS)
+    if run and x is not None and y is not None and loss is not None:
+        from ..gradcheck import gradcheck as whole
+
+        xs, ys = to_host(model, x)[:8], to_host(model, y)[:8]
+        out += findings_from_gradcheck(whole(model, loss, xs, ys))
+    return out
+
+
+def _mismatch(exc: DerivativeMismatch, layer: str, what: str) -> Finding:
+    return Finding(
+        "derivative-mismatch", "error",
+        f"the derivative of {what} disagrees with its forward",
+        str(exc),
+        "Fix the derivative so it is d(forward)/dz, taking z (the pre-activation) or a (the "
+        "output) by name as the formula needs; define it with nnx.define_activation(name, "
+        "forward, derivative), which checks it, and run nnx.gradcheck(model, loss, x, y).",
+        layers=[layer],
+        evidence={"worst_input": exc.worst_input, "expected": exc.expected,
+                  "received": exc.received})
+
+
+def findings_from_gradcheck(report) -> list[Finding]:
+    """Turn a :class:`nnx.gradcheck.GradcheckReport` into ``derivative-mismatch`` findings."""
+    bad = {k: e for k, e in report.errors.items() if e > report.rtol}
+    if not bad:
+        return []
+    layers = list(dict.fromkeys(k.split(".")[0] for k in bad))
+    name, index, analytic, numeric = report.worst
+    return [Finding(
+        "derivative-mismatch", "error",
+        f"the model's gradient disagrees with central differences in {', '.join(bad)} "
+        f"(worst relative error {max(bad.values()):.3g})",
+        f"Backpropagation computes a different gradient than the forward pass implies: "
+        f"entry {index} of {name} is {analytic:.6g} by backward, {numeric:.6g} numerically. "
+        "A custom activation's derivative or a custom layer's backward is wrong at or "
+        "before the first layer listed.",
+        "Check the derivative of every custom activation (nnx.activations.check_derivative) "
+        "and the backward of custom layers (nnx.check_layer(layer)).",
+        layers=layers, evidence={"errors": bad, "rtol": report.rtol})]
+
+
+# --- the data ---------------------------------------------------------------------
+
+def _sample_rows(x: np.ndarray, limit: int = 20000) -> np.ndarray:
+    if x.shape[0] <= limit:
+        return x
+    idx = np.linspace(0, x.shape[0] - 1, limit).astype(np.int64)
+    return x[idx]
+
+
+def check_data(model, loss, x, y=None, *, others=()) -> list[Finding]:
+    """Input scaling, labels, class balance, bounded regression outputs and leakage.
+
+    ``others`` is ``[(name, (x, y)), ...]`` of held-out sets compared with ``x``.
+    """
+    loss = get_loss(loss)
+    xh = to_host(model, x)
+    yh = to_host(model, y)
+    out = _check_inputs(xh)
+    if yh is not None:
+        out += _check_labels(model, loss, yh)
+    for name, data in others:
+        out += _check_leakage(xh, to_host(model, data[0]), name)
+    return out
+
+
+def _check_inputs(x: np.ndarray) -> list[Finding]:
+    out = []
+    xs = np.asarray(_sample_rows(x), dtype=np.float64)
+    if xs.size == 0 or not np.isfinite(xs).all():
+        return out
+    q = float(np.percentile(np.abs(xs), 99.9))
+    mean, std = float(xs.mean()), float(xs.std())
+    lo, hi = float(xs.min()), float(xs.max())
+    if q > T.UNSCALED_MAX or abs(mean) > T.UNSCALED_MOMENT or std > T.UNSCALED_MOMENT:
+        pixels = lo >= 0 and 100 < hi <= 255
+        fix = ("Scale pixels to [0, 1]: x = x / 255.0 (or standardise: "
+               "nnx.data.Standardizer().fit(x_train), --standardize)" if pixels else
+               "Standardise with statistics of the training set: "
+               "s = nnx.data.Standardizer().fit(x_train); x = s.transform(x) (--standardize)")
+        out.append(Finding(
+            "unscaled-inputs", "warning",
+            f"inputs are not scaled: values from {lo:.4g} to {hi:.4g} (mean {mean:.3g}, "
+            f"std {std:.3g})" + (" - raw 0-255 pixels?" if pixels else ""),
+            "Large inputs make the first layer's pre-activations huge: sigmoid/tanh units "
+            "saturate, ReLU units die and the loss starts far too high; the learning rate "
+            "that suits one feature is wrong for another.",
+            fix, layers=[],
+            evidence={"min": lo, "max": hi, "mean": mean, "std": std, "abs_p99_9": q}))
+    if xs.ndim == 2 and xs.shape[1] >= 2:
+        ranges = xs.max(axis=0) - xs.min(axis=0)
+        ranges = ranges[ranges > 0]
+        if ranges.size >= 2:
+            p5, p95 = np.percentile(ranges, [5, 95])
+            spread = float(p95 / p5) if p5 > 0 else math.inf
+            if spread > T.FEATURE_SPREAD:
+                out.append(Finding(
+                    "feature-scale-spread", "warning",
+                    f"features on very different scales: the widest feature ranges are "
+                    f"{spread:.3g}x the narrowest (ranges {p5:.3g} to {p95:.3g})",
+                    "Gradient descent takes steps of the same size in every direction, so "
+                    "with features in different units the large ones dominate and the small "
+                    "ones barely learn.",
+                    "Standardise each feature: s = nnx.data.Standardizer().fit(x_train); "
+                    "x = s.transform(x) (--standardize).",
+                    evidence={"spread": spread, "range_p5": float(p5),
+                              "range_p95": float(p95)}))
+    return out
+
+
+def _check_labels(model, loss, y: np.ndarray) -> list[Finding]:
+    out = []
+    n_out = _n_out(model)
+    last = [la.name for la in model.layers if "w" in la.params][-1:]
+    if isinstance(loss, SoftmaxCrossEntropy) and y.ndim == 1:
+        yf = np.asarray(y, dtype=np.float64)
+        if not np.all(np.isfinite(yf)) or np.any(yf != np.round(yf)):
+            out.append(Finding(
+                "labels-out-of-range", "error",
+                "cross-entropy labels are not whole numbers",
+                "Softmax cross-entropy takes class indices 0..C-1 (or one-hot rows).",
+                "Pass integer class labels, e.g. y = y.astype('int64'); for a real-valued "
+                "target use loss='mse'.", layers=last,
+                evidence={"min": float(np.nanmin(yf)), "max": float(np.nanmax(yf))}))
+            return out
+        lo, hi = int(yf.min()), int(yf.max())
+        if n_out is not None and (lo < 0 or hi >= n_out):
+            hint = (" - labels 1..C? subtract 1: y = y - 1" if lo == 1 and hi == n_out else "")
+            out.append(Finding(
+                "labels-out-of-range", "error",
+                f"labels go from {lo} to {hi} but the model has {n_out} outputs "
+                f"(classes 0..{n_out - 1})" + hint,
+                "Each label picks one output unit; a label outside 0..C-1 has no unit, so "
+                "its loss and gradient are wrong (or the one-hot row is all zeros).",
+                f"Make labels 0..{n_out - 1}, or give the model {hi + 1} outputs.",
+                layers=last, evidence={"min": lo, "max": hi, "outputs": n_out}))
+            return out
+        counts = np.bincount(yf.astype(np.int64), minlength=n_out or 0)
+        out += _imbalance(counts)
+        if n_out is not None and n_out > hi + 1 and n_out > 2:
+            out.append(Finding(
+                "output-loss-mismatch", "info",
+                f"the model has {n_out} outputs but the labels use only classes 0..{hi}",
+                "Outputs for classes that never occur waste capacity and skew the initial "
+                "loss check.",
+                f"Give the model {hi + 1} outputs.", layers=last,
+                evidence={"outputs": n_out, "max_label": hi}))
+    elif isinstance(loss, SigmoidBinaryCrossEntropy):
+        yf = np.asarray(y, dtype=np.float64)
+        values = np.unique(yf[:10000]) if yf.size else yf
+        if yf.ndim == 1 and values.size > 2 and np.all(values == np.round(values)):
+            out.append(Finding(
+                "output-loss-mismatch", "error",
+                f"sigmoid binary cross-entropy with a {values.size}-class target",
+                "Binary cross-entropy treats every output as an independent yes/no "
+                "probability; it cannot express one class out of many.",
+                "Use softmax cross-entropy (loss='cross_entropy', --loss cross_entropy) with "
+                f"{values.size} outputs.", layers=last,
+                evidence={"classes": int(values.size), "outputs": n_out}))
+        elif np.any(yf < 0) or np.any(yf > 1):
+            out.append(Finding(
+                "labels-out-of-range", "error",
+                f"binary cross-entropy targets outside [0, 1] (from {yf.min():.4g} to "
+                f"{yf.max():.4g})",
+                "Binary cross-entropy compares a probability with a target probability.",
+                "Use 0/1 targets, or loss='mse' for a real-valued target.", layers=last,
+                evidence={"min": float(yf.min()), "max": float(yf.max())}))
+        elif yf.ndim == 1 or (yf.ndim == 2 and yf.shape[1] == 1):
+            counts = np.bincount((yf.reshape(-1) > 0.5).astype(np.int64), minlength=2)
+            out += _imbalance(counts)
+    elif isinstance(loss, MeanSquaredError):
+        act = _output_activation(model)
+        bounds = getattr(act, "output_range", None)
+        if bounds is not None and (math.isfinite(bounds[0]) or math.isfinite(bounds[1])):
+            yf = np.asarray(y, dtype=np.float64)
+            outside = float(np.mean((yf < bounds[0]) | (yf > bounds[1])))
+            if outside > 0:
+                out.append(Finding(
+                    "bounded-regression-output", "error",
+                    f"the output layer ends with {act.name} (range {bounds[0]:g} to "
+                    f"{bounds[1]:g}) but {100 * outside:.1f}% of the regression targets lie "
+                    f"outside it (targets from {yf.min():.4g} to {yf.max():.4g})",
+                    "A bounded output can never reach those targets, so their error never "
+                    "goes away, and the units saturate trying.",
+                    "Leave the regression output linear (mlp(sizes, output=None)), or scale "
+                    "the targets into the output's range.", layers=last,
+                    evidence={"outside_fraction": outside, "low": bounds[0],
+                              "high": bounds[1]}))
+    return out
+
+
+def _imbalance(counts: np.ndarray) -> list[Finding]:
+    if counts.size < 2 or counts.sum() == 0:
+        return []
+    missing = np.nonzero(counts == 0)[0]
+    present = counts[counts > 0]
+    ratio = float(present.max() / present.min())
+    if ratio < T.IMBALANCE_RATIO and not missing.size:
+        return []
+    big, small = int(np.argmax(counts)), int(np.argmin(np.where(counts > 0, counts,
+                                                                 counts.max() + 1)))
+    title = (f"class {big} has {ratio:.3g}x the examples of class {small} "
+             f"({int(counts[big])} vs {int(counts[small])})")
+    if missing.size:
+        title += f"; class{'es' if missing.size > 1 else ''} " \
+                 f"{', '.join(map(str, missing[:10]))} never appear"
+    return [Finding(
+        "class-imbalance", "warning", title,
+        "With a rare class, predicting the common one is already right most of the time, so "
+        "the loss gives the rare class little weight and accuracy hides the failure.",
+        "Rebalance (oversample the rare class or undersample the common one), or weight the "
+        "loss per class, and judge the model by per-class recall, not accuracy.",
+        evidence={"counts": [int(c) for c in counts[:50]], "ratio": ratio,
+                  "majority_share": float(counts.max() / counts.sum())})]
+
+
+def _row_keys(x: np.ndarray) -> np.ndarray:
+    """One hashable bytes key per row (exact equality of the float32 values)."""
+    a = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(x.shape[0], -1))
+    return a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).reshape(-1)
+
+
+def _check_leakage(x_train: np.ndarray, x_other: np.ndarray | None, name: str) -> list[Finding]:
+    if x_other is None or x_other.shape[0] == 0:
+        return []
+    try:
+        from ..data import find_duplicates
+    except ImportError:
+        find_duplicates = None
+    if find_duplicates is not None:
+        dup = np.asarray(find_duplicates(x_train, x_other))
+        dup = dup if dup.dtype == bool else np.isin(np.arange(x_other.shape[0]), dup)
+        count = int(np.count_nonzero(dup))
+    else:
+        train = set(_row_keys(x_train).tolist())
+        count = sum(1 for k in _row_keys(x_other).tolist() if k in train)
+    frac = count / x_other.shape[0]
+    if count == 0:
+        return []
+    return [Finding(
+        "train-test-leakage", "warning" if frac >= T.LEAKAGE_FRACTION else "info",
+        f"{count} of the {x_other.shape[0]} {name} examples ({100 * frac:.1f}%) also appear in "
+        "the training set",
+        f"Examples seen in training are scored as if they were new, so the {name} accuracy "
+        "overstates how well the model generalises (it can simply remember them).",
+        f"Remove duplicates before splitting (drop rows of the {name} set found by "
+        f"nnx.data.find_duplicates(x_train, x_{name[:4] if name == 'test' else 'val'})), "
+        "then split.",
+        evidence={"duplicates": count, "rows": int(x_other.shape[0]), "fraction": frac})]
