@@ -158,6 +158,7 @@ class Monitor:
         self._sampling = True
         self._first_step = None
         self._layer_stats = [None] * len(self._units)
+        self._elements = [1] * len(self._units)
         self._active = [None] * len(self._units)
         self._saturated = [None] * len(self._units)
         self._rows = 0
@@ -212,8 +213,12 @@ class Monitor:
         xp = self.xp
         unit = self._units[pos][1]
         rows, n = z.shape[0], z.shape[-1]
+        self._elements[pos] = rows * n
         zero = xp.zeros((), dtype=z.dtype, device=z.device)
-        parts = [xp.mean(z), xp.std(z), xp.mean(a), xp.std(a)]
+        # sums and sums of squares (dot products: no temporaries); the host turns
+        # them into means and standard deviations
+        zf, af = xp.reshape(z, (-1,)), xp.reshape(a, (-1,))
+        parts = [xp.sum(zf), xp.vecdot(zf, zf), xp.sum(af), xp.vecdot(af, af)]
         if unit.can_die.any():
             active = xp.sum(xp.astype(z > 0, z.dtype), axis=0)  # (n,) rows with unit on
             self._active[pos] = active if self._active[pos] is None else self._active[pos] + active
@@ -252,8 +257,9 @@ class Monitor:
         gsq, wsq, before = [], [], []
         for name, key in self.trace.params:
             w, g = layers[name].params[key], layers[name].grads[key]
-            gsq.append(xp.sum(g * g))
-            wsq.append(xp.sum(w * w))
+            gf, wf = xp.reshape(g, (-1,)), xp.reshape(w, (-1,))
+            gsq.append(xp.vecdot(gf, gf))
+            wsq.append(xp.vecdot(wf, wf))
             # in-place optimizers overwrite w: keep a copy to measure the update
             before.append(xp.asarray(w, copy=True) if is_writeable_array(w) else w)
         self._grad_sample = (step, gsq, wsq, before)
@@ -291,7 +297,8 @@ class Monitor:
             usq = []
             for (name, key), old in zip(self.trace.params, before):
                 d = layers[name].params[key] - old
-                usq.append(xp.sum(d * d))
+                d = xp.reshape(d, (-1,))
+                usq.append(xp.vecdot(d, d))
             norms = [xp.sqrt(xp.astype(xp.stack(v), dt)) for v in (gsq, wsq, usq)] if n_p else []
         else:
             norms = [xp.full((n_p,), float("nan"), dtype=dt, device=self.backend.device)] * 3
@@ -299,7 +306,8 @@ class Monitor:
         flat = [xp.reshape(s, (-1,)) for s in stats] + list(norms)
         vector = xp.concat(flat) if flat else xp.zeros((0,), dtype=dt,
                                                       device=self.backend.device)
-        self._pending_samples.append((step, float("nan") if lr is None else float(lr), vector))
+        self._pending_samples.append((step, float("nan") if lr is None else float(lr), vector,
+                                      tuple(self._elements)))
 
     # --- reading (host) ---------------------------------------------------
 
@@ -315,18 +323,19 @@ class Monitor:
             self.trace.add_losses(self._pending_loss_steps, values)
             self.reads += 1
         if self._pending_samples:
-            host = to_numpy(xp.stack([v for _, _, v in self._pending_samples]))
+            host = to_numpy(xp.stack([v for _, _, v, _ in self._pending_samples]))
             host = np.asarray(host, dtype=np.float64)
             n_l, n_p, k = len(self._units), len(self.trace.params), len(ACT_COLUMNS)
             act = host[:, :n_l * k].reshape(-1, n_l, k)
             rest = host[:, n_l * k:]
+            self._moments(act, np.array([e for *_, e in self._pending_samples], dtype=np.float64))
             for li, unit in enumerate(self.trace.layers):
                 if not unit.can_die.any():
                     act[:, li, 4] = np.nan
                 if not unit.saturates.any():
                     act[:, li, 5] = np.nan
-            self.trace.add_samples([s for s, _, _ in self._pending_samples],
-                                   [lr for _, lr, _ in self._pending_samples], act,
+            self.trace.add_samples([s for s, *_ in self._pending_samples],
+                                   [lr for _, lr, *_ in self._pending_samples], act,
                                    rest[:, :n_p], rest[:, n_p:2 * n_p], rest[:, 2 * n_p:])
             self.reads += 1
         if self._rows:
@@ -334,6 +343,21 @@ class Monitor:
         if self._pending_windows:
             self._read_windows()
         self._pending_losses, self._pending_loss_steps, self._pending_samples = [], [], []
+
+    @staticmethod
+    def _moments(act: np.ndarray, elements: np.ndarray) -> None:
+        """Columns 0-3 arrive as sums and sums of squares; make them means and stds.
+
+        ``elements`` is ``(S, L)``: how many values each sum covered.
+        """
+        for li in range(act.shape[1]):
+            count = elements[:, li]
+            for col in (0, 2):
+                total, squares = act[:, li, col], act[:, li, col + 1]
+                mean = total / count
+                with np.errstate(invalid="ignore"):
+                    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+                act[:, li, col], act[:, li, col + 1] = mean, std
 
     def _close_window(self) -> None:
         """Move the per-unit counts of the current window to the pending list (device)."""
