@@ -533,12 +533,13 @@ def detect_units(trace: Trace) -> list[Finding]:
             if frac >= T.SATURATED_FRACTION:
                 sat_layers.append((unit, frac, int((per_unit > 0.9).sum()),
                                    int(unit.saturates.sum())))
+    progress = _loss_summary(trace)["progress"]
     if dead_layers:
         worst = max(f for _, f, _, _ in dead_layers)
         desc = "; ".join(f"{u.label}: {d} of {n} units ({100 * f:.0f}%)"
                          for u, f, d, n in dead_layers)
         out.append(Finding(
-            "dead-relu", "error" if worst >= T.DEAD_FRACTION_ERROR else "warning",
+            "dead-relu", _unit_severity(worst, T.DEAD_FRACTION_ERROR, progress),
             f"dead ReLU units, never active over the last {window.rows} sampled examples "
             f"(steps {window.first_step}-{window.last_step}): {desc}",
             "A ReLU unit whose pre-activation is negative for every input outputs 0 and gets "
@@ -556,7 +557,7 @@ def detect_units(trace: Trace) -> list[Finding]:
         desc = "; ".join(f"{u.label}: {100 * f:.0f}% saturated, {k} of {n} units almost always"
                          for u, f, k, n in sat_layers)
         out.append(Finding(
-            "saturated-units", "error" if worst >= T.SATURATED_FRACTION_ERROR else "warning",
+            "saturated-units", _unit_severity(worst, T.SATURATED_FRACTION_ERROR, progress),
             f"saturated units over the last {window.rows} sampled examples: {desc}",
             "Sigmoid/tanh outputs pinned near their bounds have a derivative close to 0, so "
             "almost no gradient passes: pre-activations too large, from a high learning rate, "
@@ -570,6 +571,13 @@ def detect_units(trace: Trace) -> list[Finding]:
                                 "units": n} for u, f, k, n in sat_layers}
             | {"rows": window.rows}))
     return out
+
+
+def _unit_severity(fraction: float, error_from: float, progress: float) -> str:
+    """Error when most units are lost; otherwise a warning only while the loss is high."""
+    if fraction >= error_from:
+        return "error"
+    return "warning" if progress < T.UNIT_PROGRESS else "info"
 
 
 def _first_window_steps(trace: Trace) -> dict:

@@ -70,6 +70,11 @@ DEAD_MIN_ROWS = 500
 SATURATED_FRACTION = 0.4
 SATURATED_FRACTION_ERROR = 0.8
 
+#: below the error fractions, dead or saturated units are a warning only while the
+#: loss has fallen by less than this fraction (a cause *and* a symptom); once the
+#: loss has fallen 90% they are reported as info
+UNIT_PROGRESS = 0.9
+
 #: units of a hidden layer sharing incoming and outgoing weights exactly.
 #: Random initialisation never produces two equal units, so any is a sign of
 #: zero/constant initialisation; from this fraction on it is an error.
