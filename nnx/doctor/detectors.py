@@ -56,7 +56,11 @@ def _loss_summary(trace: Trace) -> dict:
     first = float(trace.loss[0]) if np.isfinite(trace.loss[0]) else float(s[0])
     start = max(first, float(s[0]))
     best, final = float(np.min(s)), float(s[-1])
-    progress = (start - final) / start if start > 0 else 0.0
+    # measure progress from the loss of an uninformed model when it is known, so that a
+    # huge initial loss (bad scaling) does not make a poor final loss look like progress
+    ref = trace.meta.get("expected_initial_loss") or start
+    ref = min(ref, start)
+    progress = (ref - final) / ref if ref > 0 else 0.0
     return {"initial": start, "best": best, "final": final, "progress": progress}
 
 
@@ -95,10 +99,18 @@ def _lr_flag(trace: Trace, factor: float) -> str:
 # --- non-finite and exploding ---------------------------------------------------
 
 def detect_non_finite(trace: Trace) -> list[Finding]:
-    """NaN/inf in the loss (exact step), activations, gradients or weights (sampled steps)."""
+    """NaN/inf in the loss (exact step), activations, gradients or weights (sampled steps).
+
+    The layer blamed is the first one (in forward order) whose activations were
+    non-finite at the first sampled step showing any, if that step is no later than
+    the first non-finite loss; otherwise (the overflow happened between samples) the
+    layer whose pre-activations or gradients grew the most before it.
+    """
     loss_bad = ~np.isfinite(trace.loss)
     first_loss = int(trace.loss_steps[np.argmax(loss_bad)]) if loss_bad.any() else None
-    act_bad = ~np.isfinite(trace.act[:, :, :4]).all(axis=2) if trace.act.size else None
+    # the means (columns 0 and 2); the stds come from sums of squares, which overflow
+    # float32 long before the values themselves do
+    act_bad = ~np.isfinite(trace.act[:, :, [0, 2]]).all(axis=2) if trace.act.size else None
     grad_bad = ~np.isfinite(trace.grad_norm)
     weight_bad = ~np.isfinite(trace.weight_norm)
     culprit, first_sample, what = None, None, None
@@ -122,7 +134,15 @@ def detect_non_finite(trace: Trace) -> list[Finding]:
         return []
     steps = [s for s in (first_loss, first_sample) if s is not None]
     first = min(steps)
-    where = f"; first non-finite value in {what} at step {first_sample}" if what else ""
+    evidence = {"first_nonfinite_loss_step": first_loss,
+                "first_nonfinite_sample_step": first_sample, "lr": _lr(trace)}
+    if first_sample is not None and (first_loss is None or first_sample <= first_loss):
+        where = f"; first non-finite value in {what} at step {first_sample}"
+    else:
+        culprit, growth = _fastest_growth(trace, first)
+        where = (f"; before it, values grew fastest in {culprit} ({growth:.3g}x)"
+                 if culprit else "; sample every step (every=1) to see the layer")
+        evidence["growth_before_overflow"] = growth
     return [Finding(
         "non-finite", "error",
         f"non-finite values from step {first}" + (f" (loss at step {first_loss})"
@@ -131,9 +151,27 @@ def detect_non_finite(trace: Trace) -> list[Finding]:
         "learning rate is too high or gradients exploded; once NaN, every later step is NaN.",
         f"Lower the learning rate ({_lr_flag(trace, 0.1)}), clip gradients (--clip-norm 1.0, "
         "or clip_norm=1.0 in the optimizer), or run the learning-rate range test (--lr-find).",
-        layers=[culprit] if culprit else [], steps=sorted(set(steps)),
-        evidence={"first_nonfinite_loss_step": first_loss,
-                  "first_nonfinite_sample_step": first_sample, "lr": _lr(trace)})]
+        layers=[culprit] if culprit else [], steps=sorted(set(steps)), evidence=evidence)]
+
+
+def _fastest_growth(trace: Trace, before: int):
+    """The layer whose pre-activation std or weight gradient grew most before ``before``."""
+    keep = np.nonzero(trace.sample_steps < before)[0]
+    if keep.size < 2:
+        return None, math.nan
+    a, b = keep[0], keep[-1]
+    best, growth = None, 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for li, unit in enumerate(trace.layers):
+            g = trace.act[b, li, 1] / trace.act[a, li, 1]
+            if np.isfinite(g) and g > growth:
+                best, growth = unit.owner, float(g)
+        for j, (layer, key) in enumerate(trace.params):
+            if key == "w":
+                g = trace.grad_norm[b, j] / trace.grad_norm[a, j]
+                if np.isfinite(g) and g > growth:
+                    best, growth = layer, float(g)
+    return best, growth
 
 
 def detect_exploding(trace: Trace) -> list[Finding]:
@@ -237,7 +275,7 @@ def detect_tiny(trace: Trace) -> list[Finding]:
     if not tiny or summary["final"] < 0.05 * summary["initial"]:
         return []  # tiny gradients at a minimum are expected
     return [Finding(
-        "tiny-gradients", "warning" if len(tiny) == len(weights) else "info",
+        "tiny-gradients", "warning" if summary["progress"] < 0.5 else "info",
         f"relative gradients below {T.TINY_GRADIENT:.2g} in {', '.join(tiny)} while the "
         f"loss is still {summary['final']:.4g}",
         "The gradient is smaller than float32 can add to the weights, so plain SGD cannot "
@@ -351,8 +389,18 @@ def detect_learning_rate(trace: Trace, found: list[Finding]) -> list[Finding]:
                        f"(healthy is about {T.HEALTHY_UPDATE_RATIO:g})")
         if unstable and "non-finite" not in ids:
             why.append("the loss is unstable")
+        # with a broken initialisation or unscaled inputs every learning rate looks too
+        # high: the gradients themselves are huge; that cause comes first
+        init_issue = ids & {"initial-loss-off", "unscaled-inputs", "symmetric-units"} or any(
+            f.id == "exploding-gradients" and "output layer to the input" in f.title
+            for f in found)
+        if init_issue:
+            why.append("but fix the initialisation/input scaling first: "
+                       + ", ".join(sorted(ids & {"initial-loss-off", "unscaled-inputs",
+                                                 "symmetric-units", "exploding-gradients"})))
         return [Finding(
-            "lr-too-high", "error" if "non-finite" in ids or diverged else "warning",
+            "lr-too-high", "info" if init_issue else (
+                "error" if "non-finite" in ids or diverged else "warning"),
             "learning rate too high" + (f" (lr {lr:g})" if lr else "") + ": "
             + "; ".join(why),
             "Each step overshoots the minimum: the loss jumps, oscillates or diverges, and "
@@ -474,17 +522,19 @@ def detect_loss_curve(trace: Trace) -> list[Finding]:
         frac = float(np.mean(ups)) if d.size else 0.0
         frac_down = float(np.mean(downs)) if d.size else 0.0
         net = (half[0] - half[-1]) / start
-        if min(frac, frac_down) >= T.OSCILLATION_FRACTION and abs(net) < 0.1:
+        if min(frac, frac_down) >= T.OSCILLATION_FRACTION:
             out.append(Finding(
                 "loss-oscillation", "warning",
-                f"the loss went up in {100 * frac:.0f}% of the moves in the second half of "
-                f"training (net change {100 * net:+.1f}% of the initial loss)",
+                f"the loss went up in {100 * frac:.0f}% and down in {100 * frac_down:.0f}% of "
+                f"the moves in the second half of training (net change {100 * -net:+.1f}% of "
+                "the initial loss)",
                 "The optimizer bounces across a valley instead of descending it: the learning "
                 "rate is too high for this curvature.",
                 f"Lower the learning rate ({_lr_flag(trace, 0.3)}) or use momentum/Adam "
                 "(--optimizer adam).",
                 steps=[int(steps[s.size // 2])],
-                evidence={"up_fraction": frac, "net_change": net}))
+                evidence={"up_fraction": frac, "down_fraction": frac_down,
+                          "net_decrease": net}))
     n_steps = trace.n_steps
     if s.size >= 4 and n_steps >= T.PLATEAU_MIN_STEPS and start > 0:
         mid, end = float(s[s.size // 2]), float(s[-1])

@@ -47,6 +47,10 @@ __all__ = ["Monitor", "DEFAULT_EVERY", "FLUSH_EVERY", "SATURATION_MARGIN", "unit
 #: and a half plain steps on a small MLP, so 1 in 10 keeps the overhead near 5%.
 DEFAULT_EVERY = 10
 
+#: the first steps are all sampled: a run that blows up does so early, and the
+#: first steps show the state the initialisation left
+DENSE_START = 10
+
 #: copy the device accumulators to the host every this many steps (and at the end)
 FLUSH_EVERY = 256
 
@@ -120,8 +124,8 @@ class Monitor:
 
     Parameters
     ----------
-    every : sample statistics on every ``every``-th step (the first step is always
-        sampled). The loss is kept for every step.
+    every : sample statistics on every ``every``-th step, and on each of the first
+        ``DENSE_START`` steps. The loss is kept for every step.
     flush_every : copy accumulated statistics to the host after this many steps.
     """
 
@@ -130,6 +134,7 @@ class Monitor:
         self.every = max(1, int(every))
         self.flush_every = max(1, int(flush_every))
         self.window_rows = max(1, int(window_rows))
+        self.dense_start = DENSE_START
         self.trace = Trace()
         self.model = None
         self.reads = 0  # host reads done so far (flushes)
@@ -242,7 +247,8 @@ class Monitor:
         """Call before the forward pass of ``step``: decides whether it is sampled."""
         if self._first_step is None:
             self._first_step = step
-        self._sampling = (step - self._first_step) % self.every == 0
+        k = step - self._first_step
+        self._sampling = k < self.dense_start or k % self.every == 0
         if self._sampling and self._window_first is None:
             self._window_first = step
 
