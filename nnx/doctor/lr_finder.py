@@ -10,8 +10,9 @@ centred moving average).
 Rule: the suggested learning rate is the one at the minimum of the smoothed
 curve divided by 10 - an order of magnitude below where the loss stops
 improving, as Smith and the fastai ``lr_find`` recommend. The steepest-descent
-point (largest drop per decade) is reported too; on MLPs it sits 20-60x below
-the minimum and is a cautious choice.
+point (largest drop per decade) is reported too; depending on the shape of the
+curve it lies anywhere from 50x below the minimum to just under it, which is
+why it is not the rule.
 
 The model passed in is never modified: the sweep runs on a rebuilt copy with
 the same weights.
@@ -222,7 +223,7 @@ def _suggest(lrs, losses, smoothed, stopped, name) -> LRFinderResult:
     suggestion = min_lr / 10
     rule = f"the lr at the minimum of the smoothed loss ({min_lr:.3g}) divided by 10"
     if steepest is not None:
-        rule += f"; the loss falls fastest at lr {steepest:.3g} (a cautious choice)"
+        rule += f"; the loss falls fastest at lr {steepest:.3g}"
     return LRFinderResult(lrs=np.asarray(lrs), losses=losses, smoothed=smoothed,
                           suggestion=suggestion, rule=rule, min_loss_lr=min_lr,
                           steepest_lr=steepest, stopped_early=stopped, optimizer=name)
