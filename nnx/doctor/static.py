@@ -424,26 +424,43 @@ def _imbalance(counts: np.ndarray) -> list[Finding]:
                   "majority_share": float(counts.max() / counts.sum())})]
 
 
-def _row_keys(x: np.ndarray) -> np.ndarray:
-    """One hashable bytes key per row (exact equality of the float32 values)."""
-    a = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(x.shape[0], -1))
-    return a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).reshape(-1)
+def _duplicate_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Boolean mask over the rows of ``b`` that equal some row of ``a`` exactly.
+
+    Rows are hashed to 64 bits with a random linear hash of their float32 words
+    (wrapping integer arithmetic), candidates are found by hash, then confirmed by
+    comparing the values, so a hash collision cannot create a false duplicate.
+    """
+    a = np.ascontiguousarray(np.asarray(a, dtype=np.float32).reshape(a.shape[0], -1))
+    b = np.ascontiguousarray(np.asarray(b, dtype=np.float32).reshape(b.shape[0], -1))
+    if a.shape[1] != b.shape[1] or a.size == 0 or b.size == 0:
+        return np.zeros(b.shape[0], dtype=bool)
+    a, b = a + 0.0, b + 0.0  # -0.0 == 0.0: same bits after adding 0
+    mult = np.random.default_rng(12345).integers(1, 2**63, a.shape[1], dtype=np.uint64) | 1
+
+    def digest(m):
+        with np.errstate(over="ignore"):
+            return (m.view(np.uint32).astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)
+
+    ha, hb = digest(a), digest(b)
+    order = np.argsort(ha)
+    ha_sorted = ha[order]
+    pos = np.clip(np.searchsorted(ha_sorted, hb), 0, ha.size - 1)
+    mask = np.zeros(b.shape[0], dtype=bool)
+    for i in np.nonzero(ha_sorted[pos] == hb)[0]:
+        j = pos[i]
+        while j < ha.size and ha_sorted[j] == hb[i]:
+            if np.array_equal(a[order[j]], b[i]):
+                mask[i] = True
+                break
+            j += 1
+    return mask
 
 
 def _check_leakage(x_train: np.ndarray, x_other: np.ndarray | None, name: str) -> list[Finding]:
     if x_other is None or x_other.shape[0] == 0:
         return []
-    try:
-        from ..data import find_duplicates
-    except ImportError:
-        find_duplicates = None
-    if find_duplicates is not None:
-        dup = np.asarray(find_duplicates(x_train, x_other))
-        dup = dup if dup.dtype == bool else np.isin(np.arange(x_other.shape[0]), dup)
-        count = int(np.count_nonzero(dup))
-    else:
-        train = set(_row_keys(x_train).tolist())
-        count = sum(1 for k in _row_keys(x_other).tolist() if k in train)
+    count = int(np.count_nonzero(_duplicate_rows(x_train, x_other)))
     frac = count / x_other.shape[0]
     if count == 0:
         return []
