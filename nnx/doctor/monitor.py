@@ -35,7 +35,7 @@ Usable without the Trainer::
 from __future__ import annotations
 
 import numpy as np
-from array_api_compat import is_writeable_array
+from array_api_compat import device, is_writeable_array
 
 from ..activations import get_activation
 from ..layers import ActivationLayer, MixedActivation
@@ -219,7 +219,7 @@ class Monitor:
         unit = self._units[pos][1]
         rows, n = z.shape[0], z.shape[-1]
         self._elements[pos] = rows * n
-        zero = xp.zeros((), dtype=z.dtype, device=z.device)
+        zero = xp.zeros((), dtype=z.dtype, device=device(z))
         # sums and sums of squares (dot products: no temporaries); the host turns
         # them into means and standard deviations
         zf, af = xp.reshape(z, (-1,)), xp.reshape(a, (-1,))
