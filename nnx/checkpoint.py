@@ -132,8 +132,17 @@ def _set_weights(model, weights, path) -> None:
         raise CheckpointError(f"{path} does not fit this model: {exc}") from None
 
 
-def save_checkpoint(path, trainer, epoch: int) -> None:
-    """Everything needed to resume ``trainer`` after ``epoch`` completed epochs."""
+def save_checkpoint(path, trainer, epoch: int | None = None) -> None:
+    """Everything needed to resume ``trainer`` after ``epoch`` completed epochs.
+
+    After an interrupted ``fit`` (``trainer.interrupted_at`` set) the checkpoint
+    also records the position inside the epoch, so the resumed run redraws the
+    same shuffle and continues at the next step. ``epoch`` defaults to the
+    number of epochs in the trainer's history.
+    """
+    point = trainer.interrupted_at
+    if epoch is None:
+        epoch = point["epoch"] if point else len(trainer.history)
     model, opt = trainer.model, trainer.optimizer
     arrays = {f"param/{k}": v for k, v in model.get_weights().items()}
     scalars = {}
@@ -149,6 +158,10 @@ def save_checkpoint(path, trainer, epoch: int) -> None:
                             if getattr(la, "rng", None) is not None},
             "history": trainer.history.to_dict(), "backend": model.backend.label,
             "seed": trainer.seed}
+    if point is not None:
+        meta["epoch"] = int(point["epoch"])
+        meta["rng"] = point["epoch_rng"]
+        meta["resume_point"] = {k: point[k] for k in ("batch", "seen", "loss_sum", "metric_sum")}
     atomic_write(path, _pack(_jsonable(meta), arrays))
 
 
@@ -193,5 +206,6 @@ def restore(trainer, ckpt: dict, path="checkpoint") -> int:
         if state is not None and getattr(la, "rng", None) is not None:
             la.rng.set_state(state)
     trainer.step = int(meta["step"])
+    trainer._resume_point = meta.get("resume_point")
     trainer.history = History(meta.get("history"))
     return int(meta["epoch"])

@@ -72,6 +72,9 @@ class Trainer:
         self.history = History()
         self.step = 0
         self.stop_training = False
+        self.interrupted_at: dict | None = None  # set when request_interrupt() stopped a step
+        self._interrupt = False
+        self._resume_point: dict | None = None
         self.validation_data = None
         self.x_train = self.y_train = None
         self.epochs = self.batch_size = self.n_train = self.steps_per_epoch = 0
@@ -111,12 +114,15 @@ class Trainer:
 
             initial_epoch = restore(self, load_checkpoint(resume), resume)
         all_cbs = self.callbacks + list(callbacks)
-        self.stop_training = False
+        self.stop_training = self._interrupt = False
+        self.interrupted_at = None
         for cb in all_cbs:
             cb.on_train_begin(self)
         try:
             for epoch in range(initial_epoch, epochs):
                 logs = self._epoch(epoch, xd, yd, val, all_cbs, shuffle)
+                if logs is None:  # interrupted inside the epoch: see interrupted_at
+                    break
                 self.history.append(epoch, logs)
                 for cb in all_cbs:
                     cb.on_epoch_end(self, epoch, logs)
@@ -126,6 +132,14 @@ class Trainer:
             for cb in all_cbs:
                 cb.on_train_end(self)
         return self.history
+
+    def request_interrupt(self) -> None:
+        """Stop after the step in progress (safe to call from a signal handler).
+
+        ``fit`` then returns with ``interrupted_at`` describing where it stopped;
+        a checkpoint saved now resumes exactly at the next step.
+        """
+        self._interrupt = True
 
     def _batch_size(self, batch_size, n) -> int:
         if batch_size in ("full", None):
@@ -150,6 +164,8 @@ class Trainer:
             cb.on_epoch_begin(self, epoch)
         n, bs = self.n_train, self.batch_size
         full = bs >= n
+        # the shuffle state before this epoch's draw: an interrupted epoch redraws it on resume
+        epoch_rng = self.rng.bit_generator.state
         if shuffle and not full:
             order = backend.asarray(self.rng.permutation(n), "int64")
         else:
@@ -157,9 +173,15 @@ class Trainer:
         classify = self.loss.task == "classification"
         zero = xp.zeros((), dtype=backend.dtype(self.dtype), device=backend.device)
         self._loss_sum, self._seen, metric_sum = zero, 0, zero
+        start = 0
+        if self._resume_point is not None:  # continue an epoch interrupted mid-way
+            rp, self._resume_point = self._resume_point, None
+            start, self._seen = rp["batch"], rp["seen"]
+            self._loss_sum = zero + rp["loss_sum"]
+            metric_sum = zero + rp["metric_sum"]
         first_bad = xp.full((), -1, dtype=xp.int64, device=backend.device)
         skip = self.on_nonfinite == "skip"
-        for b in range(self.steps_per_epoch):
+        for b in range(start, self.steps_per_epoch):
             lo, hi = b * bs, min((b + 1) * bs, n)  # strict rejects out-of-range slice ends
             if full:
                 xb, yb = xd, yd
@@ -189,6 +211,11 @@ class Trainer:
             for cb in cbs:
                 cb.on_step_end(self, state)
             self.step += 1
+            if self._interrupt and b + 1 < self.steps_per_epoch:
+                self.interrupted_at = {"epoch": epoch, "batch": b + 1, "seen": self._seen,
+                                       "loss_sum": float(self._loss_sum),
+                                       "metric_sum": float(metric_sum), "epoch_rng": epoch_rng}
+                return None
             if self.stop_training:
                 break
         loss_value = float(self._loss_sum) / self._seen  # logging point: one read per epoch
@@ -201,6 +228,8 @@ class Trainer:
             logs.update({f"val_{k}": v[k] for k in v})
         logs["lr"] = float(opt.lr)
         logs["time"] = time.perf_counter() - t0
+        if self._interrupt:  # the interrupted step was the epoch's last: stop after it
+            self.stop_training = True
         return logs
 
     def running_loss(self) -> float:
