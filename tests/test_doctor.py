@@ -10,8 +10,9 @@ import pytest
 
 import backends
 import nnx
-from nnx.doctor import CATALOGUE, Finding, Monitor, Report, check, run_detectors
+from nnx.doctor import CATALOGUE, Doctor, Finding, Monitor, Report, check, run_detectors
 from nnx.doctor.findings import sort_findings
+from nnx.train import Trainer
 
 # failures on purpose overflow float32; NumPy says so
 pytestmark = pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
@@ -282,14 +283,10 @@ def test_run_detectors_on_an_empty_trace():
 def train(model, x, y, *, optimizer="sgd", lr=0.1, epochs=10, batch_size=32,
           loss="cross_entropy", validation_data=None, seed=0, every=10):
     """Train with the doctor on; return its report (also after a non-finite stop)."""
-    if not hasattr(nnx, "Trainer"):
-        pytest.skip("the Trainer is not built yet")
-    from nnx.doctor.callback import Doctor
-
     if model.backend is None:
         model.init("cpu", seed)
     doctor = Doctor(data=(x, y), validation_data=validation_data, verbose=False, every=every)
-    trainer = nnx.Trainer(model, loss=loss, optimizer=optimizer, lr=lr, callbacks=[doctor])
+    trainer = Trainer(model, loss=loss, optimizer=optimizer, lr=lr, callbacks=[doctor])
     try:
         trainer.fit(x, y, epochs=epochs, batch_size=batch_size,
                     validation_data=validation_data)
@@ -459,3 +456,29 @@ def test_no_false_alarms_on_healthy_runs(name):
                    epochs=epochs, batch_size=batch, validation_data=(x[n:], y[n:]))
     assert report.healthy, report.summary()
     assert report.trace.n_steps > 0
+
+
+def test_doctor_writes_its_files_and_survives_a_non_finite_stop(tmp_path, capsys):
+    x, y = blobs(300)
+    doctor = Doctor(out_dir=str(tmp_path))
+    trainer = Trainer(nnx.mlp([2, 32, 3]), optimizer="momentum", lr=50.0, callbacks=[doctor])
+    with pytest.raises(nnx.NonFiniteError):
+        trainer.fit(x, y, epochs=3, batch_size=32)
+    report = doctor.report
+    assert "non-finite" in report.ids("error")
+    assert "NonFiniteError" in report.trace.meta["stopped_by"]
+    for name in ("doctor.json", "doctor.md", "doctor.png"):
+        assert (tmp_path / name).stat().st_size > 200, name
+    data = json.loads((tmp_path / "doctor.json").read_text())
+    assert data["healthy"] is False and data["loss"]["steps"][0] == 0
+    assert "dense_0.w" in data["series"]["params"]
+    assert "non-finite" in capsys.readouterr().out  # the summary is printed
+
+
+def test_duplicate_rows():
+    from nnx.doctor import duplicate_rows
+
+    a = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]], dtype=np.float32)
+    b = np.array([[2.0, 3.0], [-0.0, 1.0], [2.0, 3.5]], dtype=np.float32)
+    assert duplicate_rows(a, b).tolist() == [True, True, False]
+    assert not duplicate_rows(a, np.zeros((2, 3))).any()

@@ -3,6 +3,8 @@
 - :func:`check` runs the checks that need no training (output layer vs loss,
   symmetric initial weights, custom derivatives, input scaling, labels, class
   balance, train/test leakage).
+- :class:`Doctor` is the training callback that does all of the below:
+  ``nnx.Trainer(model, callbacks=[nnx.doctor.Doctor(out_dir="runs/x")])``.
 - :class:`Monitor` gathers per-layer statistics on the device while training
   and reads them on the host a few times per epoch.
 - :func:`run_detectors` turns the monitored :class:`Trace` into findings.
@@ -16,14 +18,15 @@ constants of :mod:`nnx.doctor.findings`.
 
 from __future__ import annotations
 
+from .callback import Doctor
 from .detectors import run_detectors
 from .findings import CATALOGUE, SEVERITIES, Finding
 from .lr_finder import LRFinderResult, clone_model, lr_find
 from .monitor import Monitor
 from .report import Report, plot_trace
-from .static import check, check_data, check_model, findings_from_gradcheck
+from .static import check, check_data, check_model, duplicate_rows, findings_from_gradcheck
 from .trace import Trace
 
-__all__ = ["CATALOGUE", "SEVERITIES", "Finding", "Monitor", "Trace", "Report", "check",
-           "check_model", "check_data", "findings_from_gradcheck", "run_detectors",
-           "plot_trace", "lr_find", "LRFinderResult", "clone_model"]
+__all__ = ["Doctor", "CATALOGUE", "SEVERITIES", "Finding", "Monitor", "Trace", "Report", "check",
+           "check_model", "check_data", "duplicate_rows", "findings_from_gradcheck",
+           "run_detectors", "plot_trace", "lr_find", "LRFinderResult", "clone_model"]

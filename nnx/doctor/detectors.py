@@ -434,10 +434,11 @@ def detect_initial_loss(trace: Trace) -> list[Finding]:
     first = float(trace.loss[0])
     meta = trace.meta
     expected = meta.get("expected_initial_loss")
-    factor = T.INITIAL_LOSS_FACTOR
+    factor, margin = T.INITIAL_LOSS_FACTOR, T.INITIAL_LOSS_MARGIN
     if expected is None and meta.get("target_sq_mean") is not None:
         expected, factor = float(meta["target_sq_mean"]), T.INITIAL_LOSS_FACTOR_REGRESSION
-    if expected is None or expected <= 0 or first <= factor * expected:
+        margin = 0.0
+    if expected is None or expected <= 0 or first <= factor * expected + margin:
         return []
     what = (f"ln {meta['n_classes']} = {expected:.3g}" if meta.get("loss") ==
             "softmax_cross_entropy" and meta.get("n_classes") else f"{expected:.3g}")
@@ -447,11 +448,13 @@ def detect_initial_loss(trace: Trace) -> list[Finding]:
         "a model that has not learned anything yet",
         "The untrained outputs are large and confidently wrong: inputs not scaled, weights "
         "initialised too large, or an output bias far from the targets.",
-        "Standardise the inputs (nnx.data.Standardizer, --standardize), use init='auto' "
-        "(--init auto), and check the unscaled-inputs finding.",
+        "Standardise the inputs with training-set statistics (m, s = x_train.mean(0), "
+        "x_train.std(0) + 1e-8; x = (x - m) / s), use init='auto' (--init auto), and check "
+        "the unscaled-inputs finding.",
         layers=[trace.weight_layers()[-1]] if trace.weight_layers() else [],
         steps=[int(trace.loss_steps[0])],
-        evidence={"initial_loss": first, "expected": expected, "factor": factor})]
+        evidence={"initial_loss": first, "expected": expected,
+                  "threshold": factor * expected + margin})]
 
 
 def loss_spikes(trace: Trace) -> np.ndarray:
@@ -668,8 +671,10 @@ def detect_overfitting(trace: Trace) -> list[Finding]:
     by_acc = acc_gap is not None and acc_gap > T.OVERFIT_ACCURACY_GAP and acc >= 0.99
     if not (by_loss or by_acc):
         return []
-    # a rising validation loss with a small accuracy gap: overconfident, not yet harmful
-    mild = not by_acc and acc_gap is not None and acc_gap < T.OVERFIT_ACCURACY_GAP / 2
+    # the issue is a gap that grows while the validation loss rises; a large accuracy
+    # gap alone (a small data set, a model stopped early) is noted, and a rising
+    # validation loss with a small accuracy gap is overconfidence, not yet harmful
+    mild = not by_loss or (acc_gap is not None and acc_gap < T.OVERFIT_ACCURACY_GAP / 2)
     epoch0 = logs[0].get("epoch", 0)
     parts = []
     if by_loss:

@@ -101,10 +101,11 @@ ZERO_GRADIENT_SAMPLES = 3
 # --- thresholds: learning rate and updates -------------------------------
 
 #: update-to-weight ratio ||dw|| / ||w|| per step. About 1e-3 is healthy (Karpathy's
-#: rule of thumb, CS231n): the doctor flags ratios thirty times above it when the loss
-#: misbehaves too, and a hundred times below it when the loss barely moves.
+#: rule of thumb, CS231n; healthy MLP runs here measure 5e-4 to 5e-3): the doctor flags
+#: ratios ten times above it when the loss or the units misbehave too, and a hundred
+#: times below it when the loss barely moves.
 HEALTHY_UPDATE_RATIO = 1e-3
-LR_HIGH_UPDATE_RATIO = 3e-2
+LR_HIGH_UPDATE_RATIO = 1e-2
 LR_LOW_UPDATE_RATIO = 1e-5
 #: relative loss decrease below which "the loss barely moved" (lr-too-low, plateau)
 LOW_PROGRESS = 0.1
@@ -117,10 +118,13 @@ STALLED_LOSS_STEPS = 50
 
 # --- thresholds: the loss curve --------------------------------------------
 
-#: the loss at step 0 above this multiple of its expected value (ln C for softmax
-#: cross-entropy, ln 2 for binary) is off: Karpathy's "verify loss @ init" check.
-#: He/Xavier-initialised MLPs on scaled inputs start within about 1.3x.
+#: the loss at step 0 is off above ``INITIAL_LOSS_FACTOR * expected +
+#: INITIAL_LOSS_MARGIN``, where ``expected`` is the loss of uniform predictions (ln C
+#: for softmax cross-entropy, ln 2 for binary): Karpathy's "verify loss @ init" check.
+#: Random logits of standard deviation s add about s^2 / 2 nats, so the margin lets
+#: He/Xavier-initialised nets (s of 1-2) through and flags s above about 2.5.
 INITIAL_LOSS_FACTOR = 2.0
+INITIAL_LOSS_MARGIN = 1.0
 #: regression: mean squared error at step 0 above this multiple of mean(y^2)
 INITIAL_LOSS_FACTOR_REGRESSION = 10.0
 #: plateau: the smoothed loss changed by less than this fraction over the second half

@@ -151,6 +151,7 @@ class Monitor:
         self.dtype = model.backend.dtype(model.dtype)
         self._units = unit_layers(model)
         params = [(la.name, k) for la in model.layers for k in la.params]
+        self.trace = Trace()
         self.trace.start([u for _, u, _ in self._units], params)
         self._wrapped = []
         self._bounds = []

@@ -19,7 +19,7 @@ from . import findings as T
 from .findings import Finding
 
 __all__ = ["check", "check_model", "check_data", "check_symmetry", "check_derivatives",
-           "findings_from_gradcheck", "to_host"]
+           "findings_from_gradcheck", "duplicate_rows", "to_host"]
 
 
 def to_host(model, a) -> np.ndarray | None:
@@ -274,6 +274,10 @@ def check_data(model, loss, x, y=None, *, others=()) -> list[Finding]:
     return out
 
 
+_STANDARDISE = ("Standardise each feature with statistics of the training set: m, s = "
+                "x_train.mean(0), x_train.std(0) + 1e-8; then x = (x - m) / s for every set")
+
+
 def _check_inputs(x: np.ndarray) -> list[Finding]:
     out = []
     xs = np.asarray(_sample_rows(x), dtype=np.float64)
@@ -284,10 +288,8 @@ def _check_inputs(x: np.ndarray) -> list[Finding]:
     lo, hi = float(xs.min()), float(xs.max())
     if q > T.UNSCALED_MAX or abs(mean) > T.UNSCALED_MOMENT or std > T.UNSCALED_MOMENT:
         pixels = lo >= 0 and 100 < hi <= 255
-        fix = ("Scale pixels to [0, 1]: x = x / 255.0 (or standardise: "
-               "nnx.data.Standardizer().fit(x_train), --standardize)" if pixels else
-               "Standardise with statistics of the training set: "
-               "s = nnx.data.Standardizer().fit(x_train); x = s.transform(x) (--standardize)")
+        fix = ("Scale pixels to [0, 1]: x = x / 255.0, for the training and the test set" if pixels
+               else _STANDARDISE)
         out.append(Finding(
             "unscaled-inputs", "warning",
             f"inputs are not scaled: values from {lo:.4g} to {hi:.4g} (mean {mean:.3g}, "
@@ -311,8 +313,7 @@ def _check_inputs(x: np.ndarray) -> list[Finding]:
                     "Gradient descent takes steps of the same size in every direction, so "
                     "with features in different units the large ones dominate and the small "
                     "ones barely learn.",
-                    "Standardise each feature: s = nnx.data.Standardizer().fit(x_train); "
-                    "x = s.transform(x) (--standardize).",
+                    _STANDARDISE,
                     evidence={"spread": spread, "range_p5": float(p5),
                               "range_p95": float(p95)}))
     return out
@@ -424,7 +425,7 @@ def _imbalance(counts: np.ndarray) -> list[Finding]:
                   "majority_share": float(counts.max() / counts.sum())})]
 
 
-def _duplicate_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def duplicate_rows(a, b) -> np.ndarray:
     """Boolean mask over the rows of ``b`` that equal some row of ``a`` exactly.
 
     Rows are hashed to 64 bits with a random linear hash of their float32 words
@@ -460,7 +461,7 @@ def _duplicate_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _check_leakage(x_train: np.ndarray, x_other: np.ndarray | None, name: str) -> list[Finding]:
     if x_other is None or x_other.shape[0] == 0:
         return []
-    count = int(np.count_nonzero(_duplicate_rows(x_train, x_other)))
+    count = int(np.count_nonzero(duplicate_rows(x_train, x_other)))
     frac = count / x_other.shape[0]
     if count == 0:
         return []
@@ -470,7 +471,7 @@ def _check_leakage(x_train: np.ndarray, x_other: np.ndarray | None, name: str) -
         "the training set",
         f"Examples seen in training are scored as if they were new, so the {name} accuracy "
         "overstates how well the model generalises (it can simply remember them).",
-        f"Remove duplicates before splitting (drop rows of the {name} set found by "
-        f"nnx.data.find_duplicates(x_train, x_{name[:4] if name == 'test' else 'val'})), "
-        "then split.",
+        "Deduplicate before splitting, or drop the copies from the held-out set: "
+        "m = nnx.doctor.duplicate_rows(x_train, x_held_out); "
+        "x_held_out, y_held_out = x_held_out[~m], y_held_out[~m].",
         evidence={"duplicates": count, "rows": int(x_other.shape[0]), "fraction": frac})]
