@@ -1,0 +1,331 @@
+"""The ``nnx`` command (``scripts/train.py``, ``python -m nnx``): train, write a run directory.
+
+The only module that parses arguments. User mistakes end with one line on
+stderr and exit status 2; an unexpected failure says it is a bug, exit 1;
+Ctrl-C saves a checkpoint and exits 130. ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import signal
+import sys
+import time
+import warnings
+
+from . import config as cfgmod
+from .errors import USER_ERRORS, ConfigError, DataError
+
+EXIT_USER, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, in groups. Defaults shown are the values used when
+    neither a flag nor the config file sets a setting (some depend on --dataset)."""
+    parser = argparse.ArgumentParser(
+        prog="nnx", description="Train a multilayer perceptron with nnx and write a run "
+        "directory (config.json, metrics.csv/jsonl, curves.png, model.npz, checkpoint.npz).",
+        epilog="Per-dataset defaults: " + "; ".join(
+            f"{d}: " + ", ".join(f"{k}={v}" for k, v in ov.items())
+            for d, ov in cfgmod.DATASET_DEFAULTS.items()))
+    groups = {}
+    for s in cfgmod.SETTINGS:
+        group = groups.setdefault(s.group, parser.add_argument_group(s.group))
+        flag = "--" + s.name.replace("_", "-")
+        text = f"{s.help} (default: {s.default})"
+        if s.type is bool:
+            group.add_argument(flag, action="store_const", const=True, default=None, help=text)
+        else:
+            group.add_argument(flag, type=_parse_for(s), default=None, metavar=s.name.upper(),
+                               help=text)
+    run = groups["run"]
+    run.add_argument("--resume", default=None, metavar="PATH",
+                     help="continue a run: its directory or its checkpoint.npz (default: none)")
+    run.add_argument("--config", default=None, metavar="TOML",
+                     help="read settings from a TOML file; flags override it (default: none)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    run.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return parser
+
+
+def _parse_for(setting):
+    types = setting.type if isinstance(setting.type, tuple) else (setting.type,)
+
+    def parse(text: str):
+        if setting.name in ("batch_size",):
+            return text if text == "full" else _number(text, int, setting.name)
+        if float in types:
+            return _number(text, float, setting.name)
+        if int in types and str not in types:
+            return _number(text, int, setting.name)
+        return text
+
+    parse.__name__ = setting.name
+    return parse
+
+
+def _number(text, kind, name):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')} expects "
+                                         f"{'an integer' if kind is int else 'a number'}, "
+                                         f"got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')} must be finite")
+    return value
+
+
+def main(argv=None) -> int:
+    """Entry point: parse, run, and turn every failure into one line and an exit status."""
+    parser = build_parser()
+    parser.error = lambda message: _usage_error(parser, message)  # type: ignore[method-assign]
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = _one_line_warning
+            return run(args)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        _say(f"error: {_one_line(exc)}")
+        return getattr(exc, "exit_code", EXIT_USER)
+    except KeyboardInterrupt:
+        _say("interrupted before training started; nothing was written")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: say so, briefly
+        if args.debug:
+            raise
+        _say(f"internal error: {type(exc).__name__}: {_one_line(exc)} -- this is a bug in nnx; "
+             "rerun with --debug for the traceback and report it")
+        return EXIT_BUG
+
+
+def _usage_error(parser, message):
+    _say(f"error: {message} (see {parser.prog} --help)")
+    raise SystemExit(EXIT_USER)
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    _say(f"warning: {_one_line(message)}")
+
+
+# --- the run -------------------------------------------------------------------
+
+def run(args) -> int:
+    """Resolve settings, load data, build, train, evaluate and write the run directory."""
+    import backends
+
+    from . import data as datamod
+    from .run_dir import RunDir
+
+    flags = {s.name: getattr(args, s.name) for s in cfgmod.SETTINGS}
+    previous, checkpoint = None, None
+    if args.resume:
+        previous, checkpoint = _resume_source(args.resume)
+    resolved = cfgmod.resolve(flags, args.config, previous)
+    cfg = {k: v["value"] for k, v in resolved.items()}
+    if args.resume:
+        cfg["out"] = os.path.dirname(os.path.abspath(checkpoint))
+    backend = backends.get(cfg["device"])
+    out = RunDir.create(cfg["out"] or _default_out(cfg["dataset"]), resume=bool(args.resume))
+    ds = datamod.load(cfg["dataset"], data_dir=cfg["data_dir"], seed=cfg["seed"],
+                      quiet=args.quiet)
+    x_train, x_test = ds.x_train, ds.x_test
+    if cfg["standardize"]:
+        x_train, x_test = _standardize(x_train, x_test)
+    model, loss = _build_model(cfg, ds)
+    trainer, callbacks = _build_trainer(cfg, model, loss, backend, out, ds, args)
+    if cfg["lr_find"] and not args.resume:
+        _lr_find(cfg, resolved, trainer, loss, x_train, ds, out, args)
+    out.write_config(resolved, extra={"backend": backend.describe(), "dataset": repr(ds)})
+    if not args.quiet:
+        _say(f"nnx: {ds!r} on {backend.describe()}; run directory {out.path}")
+    stop = _install_interrupt(trainer)
+    t0 = time.perf_counter()
+    try:
+        history = trainer.fit(x_train, ds.y_train, epochs=cfg["epochs"],
+                              batch_size=cfg["batch_size"], validation_split=cfg["val_split"],
+                              callbacks=callbacks, resume=checkpoint)
+    except Exception as exc:
+        doctor = next((c for c in callbacks if type(c).__name__ == "Doctor"), None)
+        if doctor is not None and isinstance(exc, USER_ERRORS):
+            doctor.finish(error=exc)
+        raise
+    finally:
+        stop()
+    elapsed = time.perf_counter() - t0
+    if trainer.interrupted_at is not None:
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint(out.checkpoint, trainer)
+        _say(f"interrupted at epoch {trainer.interrupted_at['epoch'] + 1}, step {trainer.step}; "
+             f"checkpoint saved. Resume with:\n  {_resume_command(out.path)}")
+        return EXIT_INTERRUPTED
+    return _finish(cfg, trainer, history, ds, x_test, out, elapsed, backend, args)
+
+
+def _resume_source(path):
+    """The previous run's settings and checkpoint from a run directory or checkpoint file."""
+    ckpt = os.path.join(path, "checkpoint.npz") if os.path.isdir(path) else path
+    if not os.path.exists(ckpt):
+        raise ConfigError(f"nothing to resume at {path}: no checkpoint.npz there; pass a run "
+                          "directory written by nnx or its checkpoint.npz")
+    config_file = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "config.json")
+    previous = {}
+    if os.path.exists(config_file):
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                settings = json.load(f)["settings"]
+            previous = {k: v["value"] for k, v in settings.items()
+                        if k in cfgmod.BY_NAME and k != "out"}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{config_file} is damaged ({exc}); pass the settings as flags "
+                              "and the checkpoint file to --resume") from None
+    return previous, ckpt
+
+
+def _default_out(dataset: str) -> str:
+    name = os.path.splitext(os.path.basename(str(dataset)))[0] or "run"
+    return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _standardize(x_train, x_test):
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    std[std == 0] = 1.0
+    return (x_train - mean) / std, (x_test - mean) / std
+
+
+def _build_model(cfg, ds):
+    from .losses import get_loss
+    from .model import mlp
+
+    loss_name = cfg["loss"] or ("cross_entropy" if ds.task == "classification" else "mse")
+    loss = get_loss(loss_name)
+    if loss.task != ds.task:
+        fix = "mse" if ds.task == "regression" else "cross_entropy"
+        raise ConfigError(f"loss {loss.name} is for {loss.task} but dataset {ds.name} is "
+                          f"{ds.task}; use --loss {fix}")
+    if ds.task == "classification":
+        if not ds.n_classes or ds.n_classes < 2:
+            raise DataError(f"dataset {ds.name} has fewer than two classes; a classifier needs "
+                            "at least two")
+        n_out = 1 if (loss.name == "sigmoid_binary_cross_entropy" and ds.n_classes == 2) \
+            else ds.n_classes
+    else:
+        n_out = ds.y_train.shape[1]
+    sizes = [ds.n_features, *cfgmod.hidden_sizes(cfg["hidden"]), n_out]
+    model = mlp(sizes, activation=cfg["activation"], init=cfg["init"], dropout=cfg["dropout"],
+                batchnorm=cfg["batchnorm"])
+    return model, loss
+
+
+def _build_trainer(cfg, model, loss, backend, out, ds, args):
+    from .optim import get_optimizer
+    from .schedules import get_schedule
+    from .train import (
+        CSVLogger,
+        EarlyStopping,
+        JSONLinesLogger,
+        LearningRateScheduler,
+        ModelCheckpoint,
+        ProgressBar,
+        Trainer,
+    )
+
+    opt = get_optimizer(cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"],
+                        weight_decay=cfg["weight_decay"] or None, l2=cfg["l2"],
+                        clip_norm=cfg["clip_norm"])
+    trainer = Trainer(model, loss, opt, device=backend, seed=cfg["seed"], dtype=cfg["dtype"])
+    callbacks = []
+    if not args.quiet:
+        callbacks.append(ProgressBar())
+    resume = bool(args.resume)
+    callbacks += [CSVLogger(out.metrics_csv, append=resume),
+                  JSONLinesLogger(out.metrics_jsonl, append=resume),
+                  ModelCheckpoint(out.checkpoint)]
+    n_train = math.ceil(ds.x_train.shape[0] * (1 - cfg["val_split"]))
+    bs = n_train if cfg["batch_size"] == "full" else min(cfg["batch_size"], n_train)
+    total = cfg["epochs"] * math.ceil(n_train / bs)
+    if cfg["schedule"] != "constant" or cfg["warmup"]:
+        name = cfg["schedule"]
+        if name == "constant" and cfg["warmup"]:
+            name = "warmup"
+        callbacks.append(LearningRateScheduler(
+            get_schedule(name, opt.lr, total_steps=total, warmup_steps=cfg["warmup"])))
+    if cfg["early_stopping"]:
+        callbacks.append(EarlyStopping("val_loss", patience=cfg["early_stopping"]))
+    if cfg["doctor"]:
+        from .doctor import Doctor
+
+        callbacks.append(Doctor(out_dir=str(out.path), test_data=(ds.x_test, ds.y_test),
+                                print_fn=_say if not args.quiet else (lambda *_: None)))
+    return trainer, callbacks
+
+
+def _lr_find(cfg, resolved, trainer, loss, x_train, ds, out, args):
+    from .doctor import lr_find
+
+    result = lr_find(trainer.model, loss, x_train, ds.y_train, optimizer=cfg["optimizer"],
+                     seed=cfg["seed"], plot=str(out.path / "lr_find.png"))
+    _say(str(result))
+    if resolved["lr"]["source"] in ("default", "dataset"):
+        trainer.optimizer.lr = float(result.suggestion)
+        resolved["lr"] = {"value": float(result.suggestion), "source": "lr range test"}
+
+
+def _install_interrupt(trainer):
+    """First Ctrl-C: finish the step, checkpoint, exit 130. A second one aborts."""
+    if not hasattr(signal, "SIGINT"):
+        return lambda: None
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _say("\ninterrupt: finishing the current step, then saving a checkpoint "
+             "(Ctrl-C again to abort without saving)")
+        trainer.request_interrupt()
+
+    signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
+def _resume_command(path) -> str:
+    script = sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else None
+    head = f"{shlex.quote(sys.executable)} {shlex.quote(script)}" if script else "nnx"
+    return f"{head} --resume {shlex.quote(str(path))}"
+
+
+def _finish(cfg, trainer, history, ds, x_test, out, elapsed, backend, args) -> int:
+    from .checkpoint import model_is_finite, save
+
+    test = trainer.evaluate(x_test, ds.y_test)
+    if model_is_finite(trainer.model):
+        save(trainer.model, out.model)
+    history.plot(out.curves, title=f"{ds.name} on {backend.label}")
+    metric = "accuracy" if "accuracy" in test else "mae"
+    best = history.best_epoch("val_loss")
+    summary = {"best_epoch": best, "epochs_run": len(history), f"test_{metric}": test[metric],
+               "test_loss": test["loss"], "seconds": round(elapsed, 3),
+               "device": backend.describe()}
+    out.write_summary(summary)
+    if not args.quiet:
+        _say(f"done in {elapsed:.1f} s on {backend.describe()}: best epoch {best} of "
+             f"{len(history)}, test {metric} {test[metric]:.4f}, test loss {test['loss']:.4f}")
+        _say(f"run directory: {out.path}")
+    return 0

@@ -1,0 +1,52 @@
+"""The run directory: every file a training run writes, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .checkpoint import atomic_write
+from .errors import ConfigError
+
+
+class RunDir:
+    """``runs/<name>/`` with ``config.json``, ``metrics.csv``, ``metrics.jsonl``,
+    ``curves.png``, ``model.npz``, ``checkpoint.npz`` and ``summary.json``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.config = path / "config.json"
+        self.metrics_csv = path / "metrics.csv"
+        self.metrics_jsonl = path / "metrics.jsonl"
+        self.curves = path / "curves.png"
+        self.model = path / "model.npz"
+        self.checkpoint = path / "checkpoint.npz"
+        self.summary = path / "summary.json"
+
+    @classmethod
+    def create(cls, path, resume: bool = False) -> RunDir:
+        """Create (or reuse, when resuming) the directory and prove it is writable."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"output path {path} exists and is not a directory; choose "
+                              "another --out")
+        if not resume and path.is_dir() and (path / "checkpoint.npz").exists():
+            raise ConfigError(f"{path} already holds a run; use --resume {path} to continue "
+                              "it, or choose another --out")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"cannot write to the output directory {path} "
+                              f"({exc.strerror or exc}); choose a writable --out") from None
+        return cls(path)
+
+    def write_config(self, resolved: dict, extra: dict | None = None) -> None:
+        doc = {"settings": resolved, **(extra or {})}
+        atomic_write(self.config, json.dumps(doc, indent=2, default=str).encode("utf-8"))
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write(self.summary, json.dumps(summary, indent=2).encode("utf-8"))
