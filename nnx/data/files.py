@@ -35,12 +35,25 @@ def _as_xy(x, y, path):
         raise DataError(f"{path}: the dataset is empty")
     if len(y) != x.shape[0]:
         raise DataError(f"{path}: x has {x.shape[0]} rows but y has {len(y)}; they must match")
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{path}: x must be numeric, got dtype {x.dtype}")
     if x.dtype == np.uint8:
         x = x / 255.0
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise DataError(f"{path}: x contains {int(bad.sum())} NaN or infinite values (first in "
+                        f"row {int(np.argmax(bad.any(axis=1)))}); clean or impute them")
     return x.astype(np.float32), np.asarray(y)
 
 
-def _task(y):
+def _task(y, path=""):
+    """Classify the target: integer labels (checked: whole, >= 0) or regression values."""
+    if y.dtype.kind in "iu" or (y.dtype.kind == "f" and y.ndim == 1 and np.all(np.isfinite(y))
+                                 and np.all(y == np.round(y))):
+        if y.size and y.min() < 0:
+            i = int(np.argmin(y))
+            raise DataError(f"{path}: label {y[i]:g} in row {i} is negative; class labels must "
+                            "be 0, 1, ..., C-1")
     if y.dtype.kind in "iub" or (y.dtype.kind == "f" and y.ndim == 1 and
                                   np.all(np.isfinite(y)) and np.all(y == np.round(y))):
         labels = y.astype(np.int64) if np.all(np.isfinite(y)) else y
@@ -67,10 +80,10 @@ def load_file(path, seed: int = 0) -> Dataset:
             raise DataError(f"{path} must hold arrays named 'x' and 'y' (found "
                             f"{', '.join(arrays) or 'none'})")
         x, y = _as_xy(arrays["x"], arrays["y"], path)
-        task, y, n_classes = _task(y)
+        task, y, n_classes = _task(y, path)
         if "x_test" in arrays and "y_test" in arrays:
             xt, yt = _as_xy(arrays["x_test"], arrays["y_test"], path)
-            _, yt, nt = _task(yt)
+            _, yt, nt = _task(yt, path)
             n_classes = max(n_classes or 0, nt or 0) or None
             return Dataset(x, y, xt, yt, name, n_classes, task, {"source": path})
     elif path.endswith(".csv"):
@@ -85,7 +98,7 @@ def load_file(path, seed: int = 0) -> Dataset:
         if table.shape[1] < 2:
             raise DataError(f"{path} needs at least two columns: features, then the label")
         x, y = _as_xy(table[:, :-1], table[:, -1], path)
-        task, y, n_classes = _task(y)
+        task, y, n_classes = _task(y, path)
     else:
         raise DataError(f"{path}: unknown file type; use .npz (arrays x, y) or .csv")
     return split_dataset(name, x, y, test_fraction=0.2, seed=seed, n_classes=n_classes,
