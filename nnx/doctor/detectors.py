@@ -17,7 +17,7 @@ from . import findings as T
 from .findings import Finding
 from .trace import Trace
 
-__all__ = ["run_detectors", "loss_spikes", "smoothed_loss", "DETECTORS"]
+__all__ = ["run_detectors", "loss_spikes", "spike_events", "smoothed_loss", "DETECTORS"]
 
 
 # --- helpers ----------------------------------------------------------------
@@ -494,10 +494,15 @@ def loss_spikes(trace: Trace) -> np.ndarray:
     return np.nonzero(spike)[0] + w
 
 
+def spike_events(spikes: np.ndarray) -> np.ndarray:
+    """The first index of each run of spiking steps (steps at most 2 apart form one spike)."""
+    return spikes[np.concatenate([[True], np.diff(spikes) > 2])] if spikes.size else spikes
+
+
 def detect_loss_curve(trace: Trace) -> list[Finding]:
     out = []
     spikes = loss_spikes(trace)
-    events = spikes[np.concatenate([[True], np.diff(spikes) > 2])] if spikes.size else spikes
+    events = spike_events(spikes)
     rate = events.size / max(1, trace.n_steps)
     if events.size >= T.SPIKE_MIN_COUNT and rate >= T.SPIKE_MIN_RATE:
         steps = trace.loss_steps[events]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .detectors import loss_spikes
+from .detectors import loss_spikes, spike_events
 from .findings import SEVERITIES, Finding, sort_findings
 from .trace import Trace
 
@@ -174,8 +174,9 @@ def plot_trace(trace: Trace, path: str, findings=()) -> str:
     ax_loss.plot(trace.loss_steps[ok], trace.loss[ok], lw=0.8, color="tab:blue", label="loss")
     spikes = loss_spikes(trace)
     if spikes.size:
+        events = spike_events(spikes).size
         ax_loss.scatter(trace.loss_steps[spikes], trace.loss[spikes], color="red", zorder=3,
-                        s=18, label=f"spikes ({spikes.size})")
+                        s=18, label=f"spikes ({events}, {spikes.size} steps)")
     if (~ok).any():
         ax_loss.axvline(trace.loss_steps[~ok][0], color="red", ls="--",
                         label="first non-finite")
