@@ -11,35 +11,48 @@ from __future__ import annotations
 
 from . import activations, errors, init, layers, losses, optim, schedules
 from .activations import Activation, define_activation, get_activation
+from .checkpoint import load, save
 from .errors import (
-                     BackendUnavailable,
-                     CheckpointError,
-                     ConfigError,
-                     DataError,
-                     DerivativeMismatch,
-                     NnxError,
-                     NonFiniteError,
+    BackendUnavailable,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DerivativeMismatch,
+    NnxError,
+    NonFiniteError,
 )
 from .gradcheck import check_layer, gradcheck
 from .layers import (
-                     ActivationLayer,
-                     BatchNorm,
-                     Dense,
-                     Dropout,
-                     Layer,
-                     MixedActivation,
-                     Sequential,
-                     register_layer,
+    ActivationLayer,
+    BatchNorm,
+    Dense,
+    Dropout,
+    Layer,
+    MixedActivation,
+    Sequential,
+    register_layer,
 )
 from .losses import get_loss
 from .model import mlp
 from .optim import SGD, Adam, AdamW, Optimizer, RMSProp, get_optimizer
 from .schedules import get_schedule
+from .train import History, Trainer
+from .train import callbacks as callbacks
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # host-side subpackages load on first use: ``nnx.data``, ``nnx.doctor``
+    if name in ("data", "doctor"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'nnx' has no attribute {name!r}")
+
 __all__ = [
     "activations", "errors", "init", "layers", "losses", "optim", "schedules",
+    "Trainer", "History", "callbacks", "save", "load", "data", "doctor",
     "SGD", "Adam", "AdamW", "Optimizer", "RMSProp", "get_optimizer", "get_schedule",
     "Activation", "define_activation", "get_activation",
     "BackendUnavailable", "CheckpointError", "ConfigError", "DataError",
