@@ -1,0 +1,219 @@
+"""The implementations that scripts/bench.py times, each behind the same small interface.
+
+``setup(x, y)`` (untimed), ``warmup(steps)`` (untimed), ``epoch() -> seconds``
+(one shuffled pass, timed), ``evaluate(x, y) -> (loss, accuracy)``, and
+``matmuls(batch)``: the (m, k, n) products one step must compute.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+SIZES = (784, 512, 256, 10)
+
+
+def step_matmuls(batch: int, input_grad: bool) -> list[tuple[int, int, int]]:
+    """Matmul shapes of one MLP step: forward, weight gradients, input gradients."""
+    shapes = []
+    for n_in, n_out in zip(SIZES[:-1], SIZES[1:]):
+        shapes.append((batch, n_in, n_out))          # forward x @ w
+        shapes.append((n_in, batch, n_out))          # dw = x^T dy
+    for i, (n_in, n_out) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+        if i > 0 or input_grad:
+            shapes.append((batch, n_out, n_in))      # dx = dy w^T
+    return shapes
+
+
+class NnxImpl:
+    """nnx's Trainer on a backend (numpy, torch, cuda, ...)."""
+
+    input_grad = False
+
+    def __init__(self, device, optimizer, batch, lr, seed=0, doctor=False):
+        self.device, self.opt_name, self.batch, self.lr = device, optimizer, batch, lr
+        self.seed, self.doctor = seed, doctor
+        self.name = f"nnx {device}" + (" + doctor" if doctor else "")
+
+    def setup(self, x, y):
+        import nnx
+
+        opt = nnx.SGD(self.lr, momentum=0.9) if self.opt_name == "sgdm" else nnx.Adam(self.lr)
+        callbacks = []
+        if self.doctor:
+            from nnx.doctor import Doctor
+
+            callbacks.append(Doctor(verbose=False, static=False, figure=False))
+        self.trainer = nnx.Trainer(nnx.mlp(list(SIZES)), "cross_entropy", opt,
+                                   device=self.device, seed=self.seed, callbacks=callbacks)
+        self.x, self.y = x, y
+        self.backend = self.trainer.backend
+
+    def warmup(self, steps):
+        n = min(self.x.shape[0], steps * self.batch)
+        self.trainer.fit(self.x[:n], self.y[:n], epochs=1, batch_size=min(self.batch, n))
+
+    def epoch(self) -> float:
+        self.trainer.fit(self.x, self.y, epochs=1, batch_size=self.batch)
+        return self.trainer.history["time"][-1]
+
+    def evaluate(self, x, y):
+        r = self.trainer.evaluate(x, y)
+        return r["loss"], r["accuracy"]
+
+
+class TorchImpl:
+    """Native PyTorch eager: nn.Sequential, autograd, torch.optim."""
+
+    input_grad = False
+
+    def __init__(self, device, optimizer, batch, lr, seed=0):
+        self.device, self.opt_name, self.batch, self.lr, self.seed = (device, optimizer, batch,
+                                                                     lr, seed)
+        self.name = "pytorch eager" + ("" if device == "cpu" else f" {device}")
+
+    def setup(self, x, y):
+        import torch
+
+        self.torch = torch
+        torch.manual_seed(self.seed)
+        layers = []
+        for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+            layers.append(torch.nn.Linear(a, b))
+            if i < len(SIZES) - 2:
+                layers.append(torch.nn.ReLU())
+        self.model = torch.nn.Sequential(*layers).to(self.device)
+        params = self.model.parameters()
+        self.opt = (torch.optim.SGD(params, lr=self.lr, momentum=0.9) if self.opt_name == "sgdm"
+                    else torch.optim.Adam(params, lr=self.lr))
+        self.x = torch.from_numpy(x).to(self.device)
+        self.y = torch.from_numpy(y).to(self.device)
+        self.gen = torch.Generator().manual_seed(self.seed)
+
+    def _steps(self, n_steps=None):
+        torch = self.torch
+        n = self.x.shape[0]
+        perm = torch.randperm(n, generator=self.gen).to(self.device)
+        steps = math.ceil(n / self.batch) if n_steps is None else n_steps
+        for s in range(steps):
+            idx = perm[s * self.batch:(s + 1) * self.batch]
+            out = self.model(self.x[idx])
+            loss = torch.nn.functional.cross_entropy(out, self.y[idx])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+
+    def warmup(self, steps):
+        self._steps(min(steps, math.ceil(self.x.shape[0] / self.batch)))
+        self._sync()
+
+    def _sync(self):
+        if self.device != "cpu":
+            self.torch.cuda.synchronize()
+
+    def epoch(self) -> float:
+        t0 = time.perf_counter()
+        self._steps()
+        self._sync()
+        return time.perf_counter() - t0
+
+    def evaluate(self, x, y):
+        torch = self.torch
+        with torch.no_grad():
+            out = self.model(torch.from_numpy(x).to(self.device))
+            yt = torch.from_numpy(y).to(self.device)
+            loss = float(torch.nn.functional.cross_entropy(out, yt))
+            acc = float((out.argmax(1) == yt).float().mean())
+        return loss, acc
+
+    def ops_per_step(self) -> int | None:
+        """Top-level aten operations of one training step, from PyTorch's profiler."""
+        try:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                self._steps(1)
+            return sum(1 for e in prof.events() if e.cpu_parent is None
+                       and e.name.startswith("aten::"))
+        except Exception:  # profiler unavailable in this build
+            return None
+
+
+class CourseImpl:
+    """The "before" picture: a course-style NumPy loop, float64, params in a dict."""
+
+    input_grad = True
+
+    def __init__(self, optimizer, batch, lr, seed=0):
+        self.batch, self.lr, self.seed, self.opt_name = batch, lr, seed, optimizer
+        self.name = "numpy loop (float64)"
+
+    def setup(self, x, y):
+        rng = np.random.default_rng(self.seed)
+        self.p = {}
+        for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+            self.p[f"W{i}"] = rng.standard_normal((a, b)) * np.sqrt(2.0 / a)
+            self.p[f"b{i}"] = np.zeros(b)
+        self.v = {k: np.zeros_like(v) for k, v in self.p.items()}
+        self.m = {k: np.zeros_like(v) for k, v in self.p.items()}
+        self.t = 0
+        self.x, self.y = x.astype(np.float64), y
+        self.rng = rng
+
+    def _forward(self, x):
+        cache = [x]
+        a = x
+        for i in range(len(SIZES) - 1):
+            z = np.dot(a, self.p[f"W{i}"]) + self.p[f"b{i}"]
+            a = np.maximum(z, 0) if i < len(SIZES) - 2 else z
+            cache.append(a)
+        return a, cache
+
+    def _step(self, xb, yb):
+        logits, cache = self._forward(xb)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = e / e.sum(axis=1, keepdims=True)
+        probs[np.arange(len(yb)), yb] -= 1
+        d = probs / len(yb)
+        grads = {}
+        for i in reversed(range(len(SIZES) - 1)):
+            grads[f"W{i}"] = np.dot(cache[i].T, d)
+            grads[f"b{i}"] = d.sum(axis=0)
+            d = np.dot(d, self.p[f"W{i}"].T)
+            if i > 0:
+                d = d * (cache[i] > 0)
+        self.t += 1
+        for k in self.p:
+            if self.opt_name == "sgdm":
+                self.v[k] = 0.9 * self.v[k] + grads[k]
+                self.p[k] = self.p[k] - self.lr * self.v[k]
+            else:
+                self.m[k] = 0.9 * self.m[k] + 0.1 * grads[k]
+                self.v[k] = 0.999 * self.v[k] + 0.001 * grads[k] ** 2
+                mh = self.m[k] / (1 - 0.9 ** self.t)
+                vh = self.v[k] / (1 - 0.999 ** self.t)
+                self.p[k] = self.p[k] - self.lr * mh / (np.sqrt(vh) + 1e-8)
+
+    def _run(self, steps=None):
+        n = self.x.shape[0]
+        perm = self.rng.permutation(n)
+        total = math.ceil(n / self.batch) if steps is None else steps
+        for s in range(total):
+            idx = perm[s * self.batch:(s + 1) * self.batch]
+            self._step(self.x[idx], self.y[idx])
+
+    def warmup(self, steps):
+        self._run(min(steps, math.ceil(self.x.shape[0] / self.batch)))
+
+    def epoch(self) -> float:
+        t0 = time.perf_counter()
+        self._run()
+        return time.perf_counter() - t0
+
+    def evaluate(self, x, y):
+        logits, _ = self._forward(x.astype(np.float64))
+        z = logits - logits.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-logp[np.arange(len(y)), y].mean()), float((logits.argmax(1) == y).mean())
