@@ -448,9 +448,8 @@ def detect_initial_loss(trace: Trace) -> list[Finding]:
         "a model that has not learned anything yet",
         "The untrained outputs are large and confidently wrong: inputs not scaled, weights "
         "initialised too large, or an output bias far from the targets.",
-        "Standardise the inputs with training-set statistics (m, s = x_train.mean(0), "
-        "x_train.std(0) + 1e-8; x = (x - m) / s), use init='auto' (--init auto), and check "
-        "the unscaled-inputs finding.",
+        "Standardise the inputs with training-set statistics (--standardize), use "
+        "init='auto' (--init auto), and check the unscaled-inputs finding.",
         layers=[trace.weight_layers()[-1]] if trace.weight_layers() else [],
         steps=[int(trace.loss_steps[0])],
         evidence={"initial_loss": first, "expected": expected,

@@ -274,8 +274,9 @@ def check_data(model, loss, x, y=None, *, others=()) -> list[Finding]:
     return out
 
 
-_STANDARDISE = ("Standardise each feature with statistics of the training set: m, s = "
-                "x_train.mean(0), x_train.std(0) + 1e-8; then x = (x - m) / s for every set")
+_STANDARDISE = ("Standardise each feature with statistics of the training set (--standardize; "
+                "in Python: m, s = x_train.mean(0), x_train.std(0) + 1e-8, then x = (x - m) / s "
+                "for every set)")
 
 
 def _check_inputs(x: np.ndarray) -> list[Finding]:
@@ -288,8 +289,8 @@ def _check_inputs(x: np.ndarray) -> list[Finding]:
     lo, hi = float(xs.min()), float(xs.max())
     if q > T.UNSCALED_MAX or abs(mean) > T.UNSCALED_MOMENT or std > T.UNSCALED_MOMENT:
         pixels = lo >= 0 and 100 < hi <= 255
-        fix = ("Scale pixels to [0, 1]: x = x / 255.0, for the training and the test set" if pixels
-               else _STANDARDISE)
+        fix = ("Scale pixels to [0, 1]: x = x / 255.0 for the training and the test set, or "
+               "--standardize" if pixels else _STANDARDISE)
         out.append(Finding(
             "unscaled-inputs", "warning",
             f"inputs are not scaled: values from {lo:.4g} to {hi:.4g} (mean {mean:.3g}, "
