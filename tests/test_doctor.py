@@ -482,3 +482,36 @@ def test_duplicate_rows():
     b = np.array([[2.0, 3.0], [-0.0, 1.0], [2.0, 3.5]], dtype=np.float32)
     assert duplicate_rows(a, b).tolist() == [True, True, False]
     assert not duplicate_rows(a, np.zeros((2, 3))).any()
+
+
+def test_doctor_on_every_backend(backend):
+    x, y = blobs(320)
+    model = nnx.mlp([2, 16, 3]).init(backend, 0)
+    with_weights(model, lambda w: w["dense_0.b"].__setitem__(slice(0, 8), -100.0))
+    doctor = Doctor(verbose=False)
+    Trainer(model, optimizer="sgd", lr=0.1, device=backend, callbacks=[doctor]).fit(
+        x, y, epochs=4, batch_size=32)
+    report = doctor.report
+    assert report.trace.n_steps == 40 and report.trace.meta["device"] == backend.label
+    f = by_id(report.findings, "dead-relu")
+    assert f.layers == ["dense_0"] and f.evidence["dense_0"]["dead_units"] >= 8
+    assert np.isfinite(report.trace.grad_norm).all()
+
+
+def test_command_line_doctor_and_lr_find(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--doctor", "--lr-find", "--epochs", "2", "--hidden",
+         "16", "--device", "cpu", "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("doctor.json", "doctor.md", "doctor.png", "lr_find.png"):
+        assert (out / name).exists(), name
+    data = json.loads((out / "doctor.json").read_text())
+    assert data["run"]["n_train"] > 0 and data["loss"]["values"]
+    assert "lr range test" in proc.stderr
