@@ -52,7 +52,8 @@ def _loss_summary(trace: Trace) -> dict:
     """Initial, best and final smoothed loss, and the relative progress made."""
     _, s = smoothed_loss(trace)
     if s.size == 0:
-        return {"initial": math.nan, "best": math.nan, "final": math.nan, "progress": 0.0}
+        return {"initial": math.nan, "best": math.nan, "final": math.nan, "progress": 0.0,
+                "reference": math.nan}
     first = float(trace.loss[0]) if np.isfinite(trace.loss[0]) else float(s[0])
     start = max(first, float(s[0]))
     best, final = float(np.min(s)), float(s[-1])
@@ -61,7 +62,8 @@ def _loss_summary(trace: Trace) -> dict:
     ref = trace.meta.get("expected_initial_loss") or start
     ref = min(ref, start)
     progress = (ref - final) / ref if ref > 0 else 0.0
-    return {"initial": start, "best": best, "final": final, "progress": progress}
+    return {"initial": start, "best": best, "final": final, "progress": progress,
+            "reference": ref}
 
 
 def _relative(trace: Trace, j: int):
@@ -546,7 +548,7 @@ def detect_loss_curve(trace: Trace) -> list[Finding]:
     if s.size >= 4 and n_steps >= T.PLATEAU_MIN_STEPS and start > 0:
         mid, end = float(s[s.size // 2]), float(s[-1])
         change = abs(mid - end) / max(abs(mid), 1e-12)
-        if change < T.PLATEAU_CHANGE and end > T.PLATEAU_LOSS_FRACTION * start:
+        if change < T.PLATEAU_CHANGE and end > T.PLATEAU_LOSS_FRACTION * summary["reference"]:
             expected = trace.meta.get("expected_initial_loss")
             prior = ""
             if expected and abs(end - expected) < 0.05 * expected:

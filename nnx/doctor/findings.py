@@ -129,7 +129,8 @@ INITIAL_LOSS_MARGIN = 1.0
 INITIAL_LOSS_FACTOR_REGRESSION = 10.0
 #: plateau: the smoothed loss changed by less than this fraction over the second half
 PLATEAU_CHANGE = 0.01
-#: ... while still above this fraction of the initial loss (stuck, not converged)
+#: ... while still above this fraction of the initial loss, or of the loss of uniform
+#: predictions when that is lower (stuck, not converged)
 PLATEAU_LOSS_FRACTION = 0.7
 #: ... over at least this many steps
 PLATEAU_MIN_STEPS = 50
