@@ -59,7 +59,8 @@ def make(device: str | None = None) -> Backend:
     label = "torch" if dev.type == "cpu" else f"torch:{dev}"
     return Backend(
         name=NAME, label=label, xp=xp, device=dev, has_float64=dev.type != "mps",
-        _to_numpy=lambda x: x.detach().cpu().numpy(),
+        # always a copy: .cpu().numpy() of a CPU tensor would share its memory
+        _to_numpy=lambda x: x.detach().to("cpu", copy=True).numpy(),
         _sync=sync, _device_rng=TorchRng,
         details=f"PyTorch {torch.__version__}, {dev}, {torch.get_num_threads()} threads",
     )
