@@ -69,7 +69,8 @@ class Backend:
         if isinstance(dtype, str):
             np_dtype, dtype = np.dtype(dtype), self.dtype(dtype)
         elif dtype is not None:
-            np_dtype = np.dtype(str(dtype).rsplit(".", 1)[-1])
+            # np.float32 (NumPy, CuPy) is a class; torch and strict dtypes print as "lib.float32"
+            np_dtype = np.dtype(getattr(dtype, "__name__", None) or str(dtype).rsplit(".", 1)[-1])
         else:
             np_dtype = None
         host = np.array(host, dtype=np_dtype, copy=True, order="C")
