@@ -2,7 +2,9 @@
 
 strict runs on three devices: its CPU device, ``device1`` (catches host arrays
 and mixed devices) and ``no_float64`` (catches accidental float64). The GPU
-cases are marked ``gpu`` and skip when no GPU is usable.
+cases (``cuda`` through CuPy, ``torch:cuda``) are marked ``gpu``, so
+``pytest -m gpu`` runs only them; they skip, saying why, when no GPU is usable.
+Test ids read ``[numpy]``, ``[strict:device1]``, ``[cuda]``, ...
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 CPU_DEVICES = ["numpy", "strict", "strict:device1", "strict:no_float64", "torch"]
 GPU_DEVICES = ["cuda", "torch:cuda"]
+FLOAT_DTYPES = ["float32", "float64"]
 
 
 def _param(device):
@@ -25,7 +28,7 @@ def _param(device):
 
 
 def get_backend_or_skip(device: str):
-    """The backend for ``device``, or skip the test saying why it is unavailable."""
+    """The backend for ``device``, or skip the test with the BackendUnavailable message."""
     try:
         return backends.get(device)
     except backends.BackendUnavailable as exc:
@@ -38,10 +41,23 @@ def backend(request):
     return get_backend_or_skip(request.param)
 
 
-@pytest.fixture
-def float_dtypes(backend):
-    """The float dtypes this backend's device supports."""
-    return ["float32", "float64"] if backend.has_float64 else ["float32"]
+def float_dtypes(backend) -> list[str]:
+    """The float dtype names this backend's device supports."""
+    return FLOAT_DTYPES if backend.has_float64 else ["float32"]
+
+
+@pytest.fixture(name="float_dtypes")
+def float_dtypes_fixture(backend):
+    """The float dtypes this backend's device supports (a list, for tests that loop)."""
+    return float_dtypes(backend)
+
+
+@pytest.fixture(params=FLOAT_DTYPES)
+def float_dtype(request, backend):
+    """float32 and float64 on every backend; float64 skips where the device has none."""
+    if request.param not in float_dtypes(backend):
+        pytest.skip(f"{backend.label} has no {request.param}")
+    return request.param
 
 
 def tolerance(dtype: str) -> float:
