@@ -508,8 +508,10 @@ def detect_loss_curve(trace: Trace) -> list[Finding]:
     if events.size >= T.SPIKE_MIN_COUNT and rate >= T.SPIKE_MIN_RATE:
         steps = trace.loss_steps[events]
         big = float(np.max(trace.loss[spikes]))
+        late = bool(np.any(events >= 0.75 * trace.n_steps))
+        settled = _loss_summary(trace)["progress"] >= T.UNIT_PROGRESS and not late
         out.append(Finding(
-            "loss-spikes", "warning",
+            "loss-spikes", "info" if settled else "warning",
             f"{events.size} loss spikes (up to {big:.4g}), first at step {int(steps[0])}",
             "Single steps that throw away a good part of the progress: the step size is too "
             "large for the sharpest direction of the loss surface (common with full-batch "
@@ -678,9 +680,11 @@ def detect_overfitting(trace: Trace) -> list[Finding]:
     if not (by_loss or by_acc):
         return []
     # the issue is a gap that grows while the validation loss rises; a large accuracy
-    # gap alone (a small data set, a model stopped early) is noted, and a rising
-    # validation loss with a small accuracy gap is overconfidence, not yet harmful
-    mild = not by_loss or (acc_gap is not None and acc_gap < T.OVERFIT_ACCURACY_GAP / 2)
+    # gap alone (a small data set, a model stopped early) is noted, and so is a rising
+    # validation loss while the curves stay close or the accuracies agree
+    rel_gap = (val[-1] - train[-1]) / max(val[-1], 1e-12)
+    mild = (not by_loss or rel_gap < T.OVERFIT_GAP
+            or (acc_gap is not None and acc_gap < T.OVERFIT_ACCURACY_GAP / 2))
     epoch0 = logs[0].get("epoch", 0)
     parts = []
     if by_loss:
@@ -697,7 +701,7 @@ def detect_overfitting(trace: Trace) -> list[Finding]:
         steps=[int(best)],
         evidence={"best_epoch": best + epoch0, "best_val_loss": float(val[best]),
                   "final_val_loss": float(val[-1]), "final_train_loss": float(train[-1]),
-                  "accuracy_gap": acc_gap})]
+                  "relative_gap": rel_gap, "accuracy_gap": acc_gap})]
 
 
 def detect_majority_class(trace: Trace) -> list[Finding]:

@@ -146,6 +146,8 @@ SPIKE_UNDO = 0.25
 #: makes a lone "spike" every thousand steps or so, which is noise, not a pattern
 SPIKE_MIN_COUNT = 3
 SPIKE_MIN_RATE = 0.005
+#: spikes are a warning while the loss is still high (progress below ``UNIT_PROGRESS``)
+#: or when they continue into the last quarter of training; otherwise a note
 #: oscillation: in the second half of training, at least this fraction of the moves
 #: of the (epoch-smoothed) loss go up and as many go down, each larger than
 #: ``OSCILLATION_STEP`` of the initial loss, with little net change
@@ -158,6 +160,9 @@ OSCILLATION_STEP = 0.01
 #: ``OVERFIT_PATIENCE`` epochs, while the training loss kept falling
 OVERFIT_RISE = 0.1
 OVERFIT_PATIENCE = 3
+#: ... is a warning once the final validation loss is this fraction above the training
+#: loss, (val - train) / val; below it the two curves still agree and it is a note
+OVERFIT_GAP = 0.25
 #: train accuracy minus validation accuracy at the end ("100% train / 74% test")
 OVERFIT_ACCURACY_GAP = 0.1
 #: fraction of test/validation rows that also appear in the training set
