@@ -14,7 +14,8 @@ class Sequential(Layer):
     """
 
     def __init__(self, layers) -> None:
-        super().__init__()
+        # not Layer.__init__: parameters, gradients and buffers belong to the layers
+        self.name = "sequential"
         self.layers: list[Layer] = list(layers)
         if not self.layers:
             raise ConfigError("Sequential needs at least one layer")
@@ -60,21 +61,19 @@ class Sequential(Layer):
         return self
 
     @property
-    def params(self):  # a flat view for inspection; layers own the arrays
+    def params(self) -> dict:
+        """Flat read-only view ``{"dense_0.w": array, ...}``; the layers own the arrays."""
         return {f"{la.name}.{k}": v for la in self.layers for k, v in la.params.items()}
 
-    @params.setter
-    def params(self, value):
-        if value:
-            raise AttributeError("set parameters on the layers, or use set_weights()")
-
     @property
-    def grads(self):
+    def grads(self) -> dict:
+        """Flat read-only view of the gradients, keyed like :attr:`params`."""
         return {f"{la.name}.{k}": v for la in self.layers for k, v in la.grads.items()}
 
-    @grads.setter
-    def grads(self, value):
-        pass
+    @property
+    def state(self) -> dict:
+        """Flat read-only view of the buffers (BatchNorm running statistics)."""
+        return {f"{la.name}.{k}": v for la in self.layers for k, v in la.state.items()}
 
     def parameters(self):
         """``[(layer_name, params, grads), ...]`` for layers that have parameters."""
