@@ -35,6 +35,9 @@ def make(device: str | None = None) -> Backend:
             raise RuntimeError(f"only {torch.cuda.device_count()} GPU(s)")
     except RuntimeError as exc:
         raise BackendUnavailable(f"bad torch device {spec!r}: {exc}") from None
+    if dev.type in ("cuda", "mps") and dev.index is None:
+        # tensors report "cuda:0", and torch.device("cuda") != torch.device("cuda:0")
+        dev = torch.device(dev.type, torch.cuda.current_device() if dev.type == "cuda" else 0)
 
     class TorchRng:
         def __init__(self, seed):
