@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,16 @@ class StepState:
 
 
 class Callback:
-    """Base class: every hook is a no-op."""
+    """Base class: every hook is a no-op; override the ones you need.
+
+    The trainer calls only the hooks a callback overrides. A callback with state
+    that a resumed run needs (counters, best values) returns it from
+    :meth:`state_dict` (JSON values, or host arrays under ``"arrays"``); checkpoints
+    store it and :meth:`load_state_dict` puts it back on resume.
+    """
+
+    #: run ``on_epoch_end`` after every other callback (checkpoints see the whole epoch)
+    epoch_end_last = False
 
     def on_train_begin(self, trainer) -> None: ...
     def on_epoch_begin(self, trainer, epoch: int) -> None: ...
@@ -50,87 +60,157 @@ class Callback:
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None: ...
     def on_train_end(self, trainer) -> None: ...
 
+    def state_dict(self) -> dict | None:
+        """What a resumed run needs to continue this callback exactly (None: nothing)."""
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` output (from a checkpoint)."""
+
 
 def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
 def _mode_for(monitor: str, mode: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ConfigError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
     if mode != "auto":
         return mode
     return "max" if "acc" in monitor else "min"
 
 
+def _monitored(cb, logs: dict):
+    """``logs[cb.monitor]``; with no validation data ``val_x`` falls back to ``x`` (warned)."""
+    value = logs.get(cb.monitor)
+    if value is None and cb.monitor.startswith("val_"):
+        value = logs.get(cb.monitor[4:])
+        if value is not None and not getattr(cb, "_warned", False):
+            cb._warned = True
+            warnings.warn(f"{type(cb).__name__} monitors {cb.monitor!r} but there is no "
+                          f"validation data; watching the training {cb.monitor[4:]!r} instead",
+                          stacklevel=4)
+    if value is None:
+        raise ConfigError(f"{type(cb).__name__} monitors {cb.monitor!r}, which is not logged; "
+                          f"logged metrics are: {', '.join(sorted(logs))}")
+    return value
+
+
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
 
-    With ``restore_best_weights`` the model ends with the weights of its best epoch.
+    With ``restore_best_weights`` the model ends with the weights of its best
+    epoch when training stops early. ``mode`` is ``"min"``, ``"max"`` or
+    ``"auto"`` (max for accuracies). Without validation data ``val_loss`` falls
+    back to the training ``loss``, with a warning. Non-finite values never count
+    as an improvement.
     """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = True) -> None:
-        if patience < 1:
-            raise ConfigError(f"early stopping patience must be >= 1, got {patience}")
-        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ConfigError(f"early stopping patience must be an integer >= 1, got "
+                              f"{patience!r}")
+        if not min_delta >= 0:
+            raise ConfigError(f"min_delta must be >= 0, got {min_delta!r}")
+        self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
         self.mode = _mode_for(monitor, mode)
         self.restore = restore_best_weights
+        self._reset()
+
+    def _reset(self) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch, self.wait, self.best_weights, self.stopped_epoch = None, 0, None, None
 
+    def on_train_begin(self, trainer):
+        if not getattr(self, "_resumed", False):
+            self._reset()
+        self._resumed = False
+
     def on_epoch_end(self, trainer, epoch, logs):
-        value = logs.get(self.monitor)
-        if value is None and self.monitor.startswith("val_"):
-            value = logs.get(self.monitor[4:])  # no validation set: watch the training metric
-        if value is None or not math.isfinite(value):
-            return
-        if _better(self.mode, value, self.best, self.min_delta):
+        value = _monitored(self, logs)
+        if math.isfinite(value) and _better(self.mode, value, self.best, self.min_delta):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore:
                 self.best_weights = trainer.model.get_weights()
-        else:
-            self.wait += 1
-            if self.wait >= self.patience:
-                trainer.stop_training = True
-                self.stopped_epoch = epoch
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            trainer.stop_training = True
+            self.stopped_epoch = epoch
 
     def on_train_end(self, trainer):
         if self.restore and self.best_weights is not None and self.stopped_epoch is not None:
             trainer.model.set_weights(self.best_weights)
 
+    def state_dict(self):
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+                "arrays": dict(self.best_weights or {})}
+
+    def load_state_dict(self, state):
+        self.best, self.best_epoch = float(state["best"]), state["best_epoch"]
+        self.wait = int(state["wait"])
+        self.best_weights = dict(state.get("arrays") or {}) or None
+        self._resumed = True
+
 
 class ModelCheckpoint(Callback):
-    """Write a resumable checkpoint at the end of each epoch (atomically).
+    """Write a resumable checkpoint (:func:`nnx.checkpoint.save_checkpoint`) after epochs.
 
+    ``path`` may hold ``{epoch}`` and metric names (``"ckpt-{epoch:03d}.npz"``).
     ``save_best_only`` writes only when ``monitor`` improves. A model with a
-    non-finite parameter is never written, so a good checkpoint is never lost.
+    NaN or infinite parameter is never written (a warning says so), so a good
+    checkpoint is never replaced by a broken one. Writes are atomic. Runs after
+    every other callback's ``on_epoch_end``, so it holds their state for the
+    epoch. ``last_saved`` is ``(path, epoch)`` of the last file written.
     """
 
-    def __init__(self, path: str, monitor: str = "val_loss", save_best_only: bool = False,
+    epoch_end_last = True
+
+    def __init__(self, path, monitor: str = "val_loss", save_best_only: bool = False,
                  mode: str = "auto") -> None:
         self.path, self.monitor, self.save_best_only = os.fspath(path), monitor, save_best_only
         self.mode = _mode_for(monitor, mode)
         self.best = math.inf if self.mode == "min" else -math.inf
-        self.saved_epochs: list[int] = []
+        self.last_saved: tuple[str, int] | None = None
 
     def on_epoch_end(self, trainer, epoch, logs):
-        from ..checkpoint import model_is_finite, save_checkpoint
+        from ..checkpoint import NonFiniteWeights, save_checkpoint
 
         if self.save_best_only:
-            value = logs.get(self.monitor, logs.get(self.monitor.removeprefix("val_")))
-            if value is None or not math.isfinite(value) or not _better(
-                    self.mode, value, self.best, 0.0):
+            value = _monitored(self, logs)
+            if not math.isfinite(value) or not _better(self.mode, value, self.best, 0.0):
                 return
-            self.best = value
-        if not model_is_finite(trainer.model):
+        path = self.path.format(epoch=epoch + 1, **logs) if "{" in self.path else self.path
+        try:
+            save_checkpoint(path, trainer, epoch=epoch + 1)
+        except NonFiniteWeights as exc:
+            kept = (f"{self.last_saved[0]} (epoch {self.last_saved[1]}) is kept"
+                    if self.last_saved else "nothing was written")
+            warnings.warn(f"not saving epoch {epoch + 1}: {exc}; {kept}", stacklevel=2)
             return
-        save_checkpoint(self.path, trainer, epoch=epoch + 1)
-        self.saved_epochs.append(epoch)
+        if self.save_best_only:
+            self.best = value
+        self.last_saved = (path, epoch + 1)
+
+    def state_dict(self):
+        return {"best": self.best}
+
+    def load_state_dict(self, state):
+        self.best = float(state["best"])
 
 
 class LearningRateScheduler(Callback):
-    """Set ``optimizer.lr = schedule(step)`` before every step (host arithmetic only)."""
+    """Set ``optimizer.lr = schedule(step)`` before every step (host arithmetic only).
+
+    ``schedule`` is a :mod:`nnx.schedules` object or any callable taking the
+    global step (counted from 0) and returning a learning rate.
+    """
 
     def __init__(self, schedule) -> None:
+        if not callable(schedule):
+            raise ConfigError(f"schedule must be callable as schedule(step) -> lr, got "
+                              f"{schedule!r}")
         self.schedule = schedule
 
     def on_train_begin(self, trainer):
@@ -141,21 +221,36 @@ class LearningRateScheduler(Callback):
 
 
 class ReduceLROnPlateau(Callback):
-    """Multiply the learning rate by ``factor`` after ``patience`` epochs without improvement."""
+    """Multiply the learning rate by ``factor`` after ``patience`` epochs without improvement.
+
+    Do not combine with a per-step schedule: the schedule would overwrite the
+    reduced rate at the next step (a warning says so).
+    """
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.5, patience: int = 3,
                  min_lr: float = 1e-6, min_delta: float = 1e-4, mode: str = "auto") -> None:
         if not 0.0 < factor < 1.0:
             raise ConfigError(f"ReduceLROnPlateau factor must be in (0, 1), got {factor}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ConfigError(f"ReduceLROnPlateau patience must be an integer >= 1, got "
+                              f"{patience!r}")
         self.monitor, self.factor, self.patience = monitor, factor, patience
         self.min_lr, self.min_delta = min_lr, min_delta
         self.mode = _mode_for(monitor, mode)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait = 0
 
+    def on_train_begin(self, trainer):
+        scheduled = trainer.schedule is not None or any(
+            isinstance(cb, LearningRateScheduler) for cb in trainer.active_callbacks)
+        if scheduled:
+            warnings.warn("ReduceLROnPlateau is used with a learning-rate schedule, which "
+                          "sets the rate every step and undoes the reduction; use one of them",
+                          stacklevel=2)
+
     def on_epoch_end(self, trainer, epoch, logs):
-        value = logs.get(self.monitor, logs.get(self.monitor.removeprefix("val_")))
-        if value is None or not math.isfinite(value):
+        value = _monitored(self, logs)
+        if not math.isfinite(value):
             return
         if _better(self.mode, value, self.best, self.min_delta):
             self.best, self.wait = value, 0
@@ -165,54 +260,99 @@ class ReduceLROnPlateau(Callback):
             trainer.optimizer.lr = max(trainer.optimizer.lr * self.factor, self.min_lr)
             self.wait = 0
 
+    def state_dict(self):
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state):
+        self.best, self.wait = float(state["best"]), int(state["wait"])
+
 
 class ProgressBar(Callback):
-    """One line per epoch on stderr: steps, samples/s and the running loss.
+    """Progress on ``stream`` (stderr): steps, samples/s and the running loss, per epoch.
 
-    The running loss is read from the device only when the line is redrawn
-    (every ``refresh`` seconds of wall-clock time), never per step.
+    On a terminal the line is redrawn in place every ``refresh`` seconds of
+    wall-clock time (or every ``every`` steps, if given); each redraw reads the
+    running loss from the device once, never more often. Elsewhere (a log
+    file, a pipe) and with ``quiet=True`` it writes one line per epoch and reads
+    nothing inside the epoch.
     """
 
-    def __init__(self, refresh: float = 0.5, stream=None, width: int = 24) -> None:
-        self.refresh, self.stream, self.width = refresh, stream or sys.stderr, width
-        self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+    def __init__(self, refresh: float = 0.5, stream=None, width: int = 24, *,
+                 every: int | None = None, quiet: bool = False) -> None:
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int)
+                                  or every < 1):
+            raise ConfigError(f"ProgressBar every must be a positive integer, got {every!r}")
+        self.refresh, self.every, self.width = refresh, every, width
+        self.stream = stream if stream is not None else sys.stderr
+        self.quiet = quiet
+        self.live = not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def on_epoch_begin(self, trainer, epoch):
         self.t0 = self.last = time.perf_counter()
-        self.epoch = epoch
+        self.epoch, self.done = epoch, 0
 
     def on_step_end(self, trainer, state):
+        if not self.live:
+            return
+        self.done += 1
         now = time.perf_counter()
-        if self.interactive and now - self.last >= self.refresh:
+        due = (self.done % self.every == 0) if self.every else now - self.last >= self.refresh
+        if due:
             self.last = now
-            self._draw(trainer, state.batch + 1, now, trainer.running_loss(), end="\r")
+            self._draw(trainer, state.batch + 1, now,
+                       f"loss {trainer.running_loss():.4f}", end="")
 
     def on_epoch_end(self, trainer, epoch, logs):
-        steps = trainer.steps_per_epoch
         text = "  ".join(f"{k} {v:.4f}" for k, v in logs.items()
-                         if k not in ("lr", "time", "epoch") and isinstance(v, float))
-        self._draw(trainer, steps, time.perf_counter(), None, end="\n", text=text)
+                         if k not in ("lr", "time", "skipped") and isinstance(v, float))
+        if logs.get("skipped"):
+            text += f"  skipped {logs['skipped']} non-finite steps"
+        self._draw(trainer, trainer.steps_per_epoch, time.perf_counter(), text, end="\n")
 
-    def _draw(self, trainer, done, now, loss, end, text=None):
+    def _draw(self, trainer, done, now, text, end):
         steps = trainer.steps_per_epoch
-        filled = int(self.width * done / max(steps, 1))
-        bar = "=" * filled + (">" if filled < self.width else "") + " " * (self.width - filled - 1)
+        filled = min(self.width, int(self.width * done / max(steps, 1)))
+        bar = ("=" * filled + (">" if filled < self.width else "")).ljust(self.width)
         seen = min(done * trainer.batch_size, trainer.n_train)
         rate = seen / max(now - self.t0, 1e-9)
-        tail = text if text is not None else f"loss {loss:.4f}"
-        line = (f"epoch {self.epoch + 1}/{trainer.epochs} [{bar[:self.width]}] "
-                f"{done}/{steps}  {rate:,.0f} samples/s  {tail}")
-        self.stream.write(("\r" if self.interactive else "") + line + end)
+        line = (f"epoch {self.epoch + 1}/{trainer.epochs} [{bar}] {done}/{steps}  "
+                f"{rate:,.0f} samples/s  {text}")
+        self.stream.write(("\r\x1b[K" if self.live else "") + line + end)
         self.stream.flush()
 
 
 class _FileLogger(Callback):
-    def __init__(self, path: str, append: bool = False) -> None:
+    """One record per epoch appended to ``path``, flushed and fsync-ed.
+
+    ``append=False`` starts a new file. ``append=True`` keeps the file; when the
+    trainer resumed from a checkpoint, records of epochs after the checkpoint's
+    (written before an interruption) are dropped first, so no epoch appears twice.
+    """
+
+    def __init__(self, path, append: bool = False) -> None:
         self.path, self.append = os.fspath(path), append
 
     def on_train_begin(self, trainer):
-        if not self.append and os.path.exists(self.path):
-            os.remove(self.path)
+        if not self.append:
+            if os.path.exists(self.path):
+                os.remove(self.path)
+            return
+        epochs = trainer.history.history.get("epoch")
+        if epochs and os.path.exists(self.path):
+            self._trim(max(epochs))
+
+    def _trim(self, last_epoch: int) -> None:
+        from ..checkpoint import atomic_write
+
+        with open(self.path, encoding="utf-8") as f:
+            lines = f.read().splitlines(keepends=True)
+        kept = [line for line in lines if self._epoch_of(line) is None
+                or self._epoch_of(line) <= last_epoch]
+        if len(kept) != len(lines):
+            atomic_write(self.path, "".join(kept).encode("utf-8"))
+
+    def _epoch_of(self, line: str) -> int | None:
+        raise NotImplementedError
 
     def _write(self, text: str) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
@@ -222,7 +362,7 @@ class _FileLogger(Callback):
 
 
 class CSVLogger(_FileLogger):
-    """Append one row of epoch metrics per epoch to a CSV file (header on first write)."""
+    """Append one row of epoch metrics per epoch to a CSV file (header on the first write)."""
 
     def on_epoch_end(self, trainer, epoch, logs):
         row = {"epoch": epoch + 1, **logs}
@@ -230,25 +370,36 @@ class CSVLogger(_FileLogger):
         head = ",".join(row) + "\n" if new else ""
         self._write(head + ",".join(_fmt(v) for v in row.values()) + "\n")
 
+    def _epoch_of(self, line):
+        first = line.split(",", 1)[0].strip()
+        return int(first) if first.isdigit() else None
+
 
 class JSONLinesLogger(_FileLogger):
-    """Append one JSON object of epoch metrics per epoch."""
+    """Append one JSON object of epoch metrics per epoch (``{"epoch": 1, "loss": ...}``)."""
 
     def on_epoch_end(self, trainer, epoch, logs):
         self._write(json.dumps({"epoch": epoch + 1, **logs}) + "\n")
 
+    def _epoch_of(self, line):
+        try:
+            return int(json.loads(line)["epoch"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
 
 def _fmt(v) -> str:
-    return f"{v:.6g}" if isinstance(v, float) else str(v)
+    return repr(v) if isinstance(v, float) else str(v)
 
 
 class TerminateOnNonFinite(Callback):
-    """Marker: the trainer checks for NaN/inf at every logging point.
+    """Select what happens when the loss becomes NaN or infinite (``"raise"`` by default).
 
-    The check itself lives in the trainer (it must run before any checkpoint is
-    written); this callback only selects the behaviour: ``"raise"`` stops with
-    a :class:`~nnx.errors.NonFiniteError` naming the step and layer, ``"skip"``
-    skips non-finite steps on the device.
+    The check itself is built into the trainer (it must come before any
+    checkpoint is written, and it runs at logging points only): ``"raise"``
+    stops with a :class:`~nnx.errors.NonFiniteError` naming the first step and
+    layer where a NaN or infinity appeared and the likely cause; ``"skip"``
+    skips non-finite steps on the device (see ``Trainer(on_nonfinite=...)``).
     """
 
     def __init__(self, mode: str = "raise") -> None:
