@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # The CPU job: a fresh virtual environment, the package with its test extras,
-# PyTorch (CPU) for the reference tests and the torch backend, then the README's
-# test command.
+# PyTorch (CPU) for the torch backend and the PyTorch reference tests, then the
+# README's test command. Needs only Python 3.10+ and pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${NNX_CI_VENV:-.venv}"
+# torch is pinned: the tests compare against this version (override for another index)
+TORCH_SPEC="${NNX_TORCH_SPEC:-torch==2.13.0}"
+
 python3 -m venv "$VENV"
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
-python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e '.[dev]'
-# The torch backend and the PyTorch reference tests need torch; without it they skip.
-if ! python -m pip install --quiet 'torch==2.13.0'; then
-    echo "note: torch could not be installed; the torch backend and reference tests will skip"
+# Optional: without torch the torch backend and the reference tests skip, saying why.
+if ! python -m pip install --quiet "$TORCH_SPEC"; then
+    echo "note: $TORCH_SPEC could not be installed; the torch backend and the PyTorch" \
+         "reference tests will be skipped"
 fi
 python -c "import backends; print('backends:', ', '.join(backends.available()))"
 
