@@ -83,7 +83,7 @@ def _update_ratio(trace: Trace, j: int):
 
 def _weights(trace: Trace):
     """``[(layer, column index), ...]`` of the weight matrices, forward order."""
-    return [(layer, j) for j, (layer, key) in enumerate(trace.params) if key == "w"]
+    return [(layer, j) for j, (layer, key) in enumerate(trace.params)]
 
 
 def _lr(trace: Trace) -> float | None:
@@ -168,11 +168,10 @@ def _fastest_growth(trace: Trace, before: int):
             g = trace.act[b, li, 1] / trace.act[a, li, 1]
             if np.isfinite(g) and g > growth:
                 best, growth = unit.owner, float(g)
-        for j, (layer, key) in enumerate(trace.params):
-            if key == "w":
-                g = trace.grad_norm[b, j] / trace.grad_norm[a, j]
-                if np.isfinite(g) and g > growth:
-                    best, growth = layer, float(g)
+        for j, (layer, _) in enumerate(trace.params):
+            g = trace.grad_norm[b, j] / trace.grad_norm[a, j]
+            if np.isfinite(g) and g > growth:
+                best, growth = layer, float(g)
     return best, growth
 
 

@@ -2,10 +2,10 @@
 
 Every ``every`` steps (a *sampled* step) the monitor records, for each
 activation layer, the mean and standard deviation of its pre-activation ``z``
-and its output ``a``, how many units are active (``z > 0``, for units that can
-die) and how many are saturated (within ``SATURATION_MARGIN`` of a bound of a
-sigmoid/tanh-like unit); and for each parameter the norm of its gradient, of
-its weights and of the optimizer's update. The loss of every step is kept too.
+and its output ``a``, how often each unit is active (``z > 0``, for units that
+can die) and saturated (within ``SATURATION_MARGIN`` of a bound of a
+sigmoid/tanh-like unit); and for each weight matrix the norm of its gradient,
+of the weights and of the optimizer's update. The loss of every step is kept.
 
 All of it stays on the device as small arrays until :meth:`Monitor.flush`
 copies it to the host :class:`~nnx.doctor.trace.Trace` in three transfers
@@ -35,7 +35,7 @@ Usable without the Trainer::
 from __future__ import annotations
 
 import numpy as np
-from array_api_compat import device, is_writeable_array
+from array_api_compat import is_writeable_array
 
 from ..activations import get_activation
 from ..layers import ActivationLayer, MixedActivation
@@ -150,7 +150,12 @@ class Monitor:
         self.xp = model.backend.xp
         self.dtype = model.backend.dtype(model.dtype)
         self._units = unit_layers(model)
-        params = [(la.name, k) for la in model.layers for k in la.params]
+        # weight matrices only: biases and BatchNorm scales say little and would double
+        # the cost of a sampled step
+        self._param_owners = [(la, k) for la in model.layers for k, p in la.params.items()
+                              if p.ndim >= 2]
+        params = [(la.name, k) for la, k in self._param_owners]
+        self._zero = self.xp.zeros((), dtype=self.dtype, device=self.backend.device)
         self.trace = Trace()
         self.trace.start([u for _, u, _ in self._units], params)
         self._wrapped = []
@@ -220,7 +225,6 @@ class Monitor:
         unit = self._units[pos][1]
         rows, n = z.shape[0], z.shape[-1]
         self._elements[pos] = rows * n
-        zero = xp.zeros((), dtype=z.dtype, device=device(z))
         # sums and sums of squares (dot products: no temporaries); the host turns
         # them into means and standard deviations
         zf, af = xp.reshape(z, (-1,)), xp.reshape(a, (-1,))
@@ -228,9 +232,6 @@ class Monitor:
         if unit.can_die.any():
             active = xp.sum(xp.astype(z > 0, z.dtype), axis=0)  # (n,) rows with unit on
             self._active[pos] = active if self._active[pos] is None else self._active[pos] + active
-            parts.append(xp.sum(active) / (rows * n))
-        else:
-            parts.append(zero)
         bounds = self._bounds[pos]
         if bounds is not None:
             lo, hi = bounds
@@ -239,7 +240,7 @@ class Monitor:
                 self._saturated[pos] + sat)
             parts.append(xp.sum(sat) / (rows * int(unit.saturates.sum())))
         else:
-            parts.append(zero)
+            parts.append(self._zero)
         self._layer_stats[pos] = xp.stack(parts)
         if pos == 0:
             self._rows += rows
@@ -260,10 +261,9 @@ class Monitor:
         if not self._sampling:
             return
         xp = self.xp
-        layers = {la.name: la for la in self.model.layers}
         gsq, wsq, before = [], [], []
-        for name, key in self.trace.params:
-            w, g = layers[name].params[key], layers[name].grads[key]
+        for layer, key in self._param_owners:
+            w, g = layer.params[key], layer.grads[key]
             gf, wf = xp.reshape(g, (-1,)), xp.reshape(w, (-1,))
             gsq.append(xp.vecdot(gf, gf))
             wsq.append(xp.vecdot(wf, wf))
@@ -286,24 +286,23 @@ class Monitor:
 
     def _close_sample(self, step, lr) -> None:
         xp, dt = self.xp, self.dtype
-        nan6 = None
+        nan_row = None
         stats = []
         for pos in range(len(self._units)):
             s = self._layer_stats[pos]
             if s is None:  # the layer did not run in this step's forward
-                if nan6 is None:
-                    nan6 = xp.full((len(ACT_COLUMNS),), float("nan"), dtype=dt,
-                                   device=self.backend.device)
-                s = nan6
-            stats.append(xp.astype(s, dt))
+                if nan_row is None:
+                    nan_row = xp.full((len(ACT_COLUMNS),), float("nan"), dtype=dt,
+                                      device=self.backend.device)
+                s = nan_row
+            stats.append(s if s.dtype == dt else xp.astype(s, dt))
             self._layer_stats[pos] = None
         n_p = len(self.trace.params)
         if self._grad_sample is not None and self._grad_sample[0] == step:
             _, gsq, wsq, before = self._grad_sample
-            layers = {la.name: la for la in self.model.layers}
             usq = []
-            for (name, key), old in zip(self.trace.params, before):
-                d = layers[name].params[key] - old
+            for (layer, key), old in zip(self._param_owners, before):
+                d = layer.params[key] - old
                 d = xp.reshape(d, (-1,))
                 usq.append(xp.vecdot(d, d))
             norms = [xp.sqrt(xp.astype(xp.stack(v), dt)) for v in (gsq, wsq, usq)] if n_p else []
@@ -337,10 +336,8 @@ class Monitor:
             rest = host[:, n_l * k:]
             self._moments(act, np.array([e for *_, e in self._pending_samples], dtype=np.float64))
             for li, unit in enumerate(self.trace.layers):
-                if not unit.can_die.any():
-                    act[:, li, 4] = np.nan
                 if not unit.saturates.any():
-                    act[:, li, 5] = np.nan
+                    act[:, li, 4] = np.nan
             self.trace.add_samples([s for s, *_ in self._pending_samples],
                                    [lr for _, lr, *_ in self._pending_samples], act,
                                    rest[:, :n_p], rest[:, n_p:2 * n_p], rest[:, 2 * n_p:])

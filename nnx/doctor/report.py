@@ -186,8 +186,8 @@ def plot_trace(trace: Trace, path: str, findings=()) -> str:
     ax_loss.set(title="training loss (every step)", xlabel="step")
     ax_loss.legend(fontsize=8)
 
-    weights = [(layer, j) for j, (layer, key) in enumerate(trace.params) if key == "w"]
-    for k, (layer, j) in enumerate(weights):
+    weights = list(enumerate(trace.params))
+    for k, (j, (layer, _)) in enumerate(weights):
         c = colors(k / max(1, len(weights) - 1))
         g = trace.grad_norm[:, j]
         _semilog(ax_grad, steps, g, c, layer)
@@ -203,7 +203,7 @@ def plot_trace(trace: Trace, path: str, findings=()) -> str:
 
     for k, unit in enumerate(trace.layers):
         c = colors(k / max(1, len(trace.layers) - 1))
-        a = trace.act[:, k, :] if trace.act.size else np.zeros((0, 6))
+        a = trace.act[:, k, :] if trace.act.size else np.zeros((0, 5))
         ax_mean.plot(steps, a[:, 2], color=c, lw=1, label=f"{unit.label} a")
         ax_mean.plot(steps, a[:, 0], color=c, lw=1, ls="--")
         ax_std.plot(steps, a[:, 3], color=c, lw=1, label=f"{unit.label} a")
@@ -215,7 +215,7 @@ def plot_trace(trace: Trace, path: str, findings=()) -> str:
             ends = [w.last_step for w in trace.windows]
             ax_units.plot(ends, dead, color=c, marker="o", label=f"{unit.label} dead")
         if unit.saturates.any():
-            ax_units.plot(steps, a[:, 5], color=c, ls="--", label=f"{unit.label} saturated")
+            ax_units.plot(steps, a[:, 4], color=c, ls="--", label=f"{unit.label} saturated")
     ax_mean.set(title="activation mean (solid: a, dashed: pre-activation z)", xlabel="step")
     ax_std.set(title="activation std (solid: a, dashed: z)", xlabel="step")
     ax_units.set(title="dead / saturated fraction of units", xlabel="step", ylim=(-0.02, 1.02))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 #: columns of ``Trace.act`` (one row per sampled step and monitored layer)
-ACT_COLUMNS = ("z_mean", "z_std", "a_mean", "a_std", "active", "saturated")
+ACT_COLUMNS = ("z_mean", "z_std", "a_mean", "a_std", "saturated")
 
 
 @dataclass
@@ -65,13 +65,14 @@ class Trace:
     Attributes
     ----------
     layers : the monitored activation layers, in forward order.
-    params : ``(layer_name, key)`` of every parameter, in forward order.
+    params : ``(layer_name, key)`` of every monitored parameter (the weight matrices:
+        arrays of two or more dimensions), in forward order.
     loss_steps, loss : the training loss of every step (the batch mean).
     sample_steps : the steps at which statistics were sampled, ``(S,)``.
     lr : the learning rate at each sampled step, ``(S,)``.
-    act : ``(S, L, 6)`` activation statistics, columns ``ACT_COLUMNS``
-        (``active``/``saturated`` are fractions of unit-examples; NaN where the
-        layer has no such units).
+    act : ``(S, L, 5)`` activation statistics, columns ``ACT_COLUMNS``
+        (``saturated`` is the fraction of unit-examples near a bound; NaN where the
+        layer has no saturating units).
     grad_norm, weight_norm, update_norm : ``(S, P)`` L2 norms per parameter of the
         gradient, of the weights before the update, and of the update itself.
     windows : per-unit activity counts, one :class:`Window` per host read.
@@ -122,15 +123,9 @@ class Trace:
     def n_steps(self) -> int:
         return int(self.loss.shape[0])
 
-    def param_index(self, layer: str, key: str = "w") -> int | None:
-        try:
-            return self.params.index((layer, key))
-        except ValueError:
-            return None
-
     def weight_layers(self) -> list[str]:
-        """Names of layers with a weight matrix ``w``, in forward order."""
-        return [name for name, key in self.params if key == "w"]
+        """Names of the layers whose weight matrices are monitored, in forward order."""
+        return list(dict.fromkeys(name for name, _ in self.params))
 
     def recent_windows(self, min_rows: int) -> Window | None:
         """Merge the latest windows until they hold at least ``min_rows`` rows."""
