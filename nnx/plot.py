@@ -1,39 +1,58 @@
-"""Training curves with matplotlib (Agg backend: works with no display)."""
+"""Training curves, drawn on the host with matplotlib's Agg canvas.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly rather than
+through ``pyplot``: nothing opens a window, nothing blocks, the global backend
+is left alone and no figure stays registered after it is saved.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 
+__all__ = ["plot_history", "save_figure"]
 
-def _pyplot():
-    import matplotlib
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+def _figure(n_panels: int):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    return plt
+    fig = Figure(figsize=(5 * n_panels, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, n_panels, squeeze=False)[0]
+
+
+def _finite(values) -> list[float]:
+    return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
 
 def plot_history(history, path=None, title=None):
-    """Figure with loss and accuracy (or MAE) panels, train and validation,
-    and a learning-rate panel when the rate changed. Returns the figure."""
-    plt = _pyplot()
-    h = history.history
-    epochs = h.get("epoch", [])
+    """Loss and accuracy (or MAE) panels, train and validation, on one figure.
+
+    A third panel shows the learning rate when it changed during the run. The
+    loss axis is logarithmic when the loss spans more than a decade. Saves a
+    PNG when ``path`` is given; returns the :class:`~matplotlib.figure.Figure`.
+    """
+    h = history.history if hasattr(history, "history") else dict(history)
+    epochs = h.get("epoch") or list(range(1, len(h.get("loss", [])) + 1))
     metric = "accuracy" if "accuracy" in h else ("mae" if "mae" in h else None)
     lr = h.get("lr", [])
     panels = ["loss"] + ([metric] if metric else []) + (["lr"] if len(set(lr)) > 1 else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, key in zip(axes[0], panels):
+    fig, axes = _figure(len(panels))
+    for ax, key in zip(axes, panels):
         if key == "lr":
-            ax.plot(epochs, lr, color="tab:green")
-            ax.set_yscale("log")
+            ax.plot(epochs, lr, color="tab:green", marker=".")
+            if min(lr) > 0:
+                ax.set_yscale("log")
             ax.set_ylabel("learning rate")
             ax.set_title("learning rate")
         else:
-            ax.plot(epochs, h[key], label="train", marker=".")
+            ax.plot(epochs, h.get(key, []), label="train", marker=".")
             if f"val_{key}" in h:
                 ax.plot(epochs, h[f"val_{key}"], label="validation", marker=".")
+            values = _finite(h.get(key, []) + h.get(f"val_{key}", []))
+            if key == "loss" and values and min(values) > 0 and max(values) > 10 * min(values):
+                ax.set_yscale("log")
             ax.set_ylabel(key)
             ax.set_title(key)
             ax.legend()
@@ -41,20 +60,19 @@ def plot_history(history, path=None, title=None):
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     if path is not None:
         save_figure(fig, path)
     return fig
 
 
-def save_figure(fig, path) -> None:
-    """Save ``fig`` as PNG atomically (temporary file, then rename) and close it."""
+def save_figure(fig, path, dpi: int = 100) -> None:
+    """Save ``fig`` as a PNG atomically (temporary file in the same directory, then rename)."""
     path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        _pyplot().close(fig)

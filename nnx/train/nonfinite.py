@@ -159,9 +159,9 @@ def replay(trainer, snapshot: Snapshot, bad_step: int, batch_of,
     """Re-run steps from ``snapshot`` up to ``bad_step``, checking every array on the host.
 
     ``batch_of(b)`` returns the device batch ``(x, y)`` of batch ``b`` of the
-    epoch. On success the model is left as it was just before the step that
-    produced the first non-finite value; returns None when nothing non-finite
-    appears (a non-deterministic device), leaving the model at ``bad_step``.
+    epoch. The model is left as it was just before the step that produced the
+    first non-finite value (or before ``bad_step``); returns None when nothing
+    non-finite appears (the device did not repeat the run).
     ``n_batches`` is the number of batches in the epoch.
     """
     model, opt, loss = trainer.model, trainer.optimizer, trainer.loss
@@ -206,7 +206,11 @@ def replay(trainer, snapshot: Snapshot, bad_step: int, batch_of,
                 return Blame(step, la.name,
                              f"the gradient in {la.name} became NaN or infinite at step {step} "
                              "while the loss was finite",
-                             f"exploding gradients at learning rate {lr:g}; {LOWER_LR}")
+                             "exploding gradients, or a derivative that is infinite at these "
+                             f"inputs (learning rate {lr:g}); {LOWER_LR}")
+        if step == bad_step:  # nothing non-finite: the run did not repeat itself
+            model.zero_grads()
+            return None
         before = Snapshot(trainer, b)
         opt.step(model)
         bad = first_nonfinite_param(model)

@@ -418,6 +418,9 @@ class Trainer:
                 what = "the loss became NaN or infinite"
             if bad:
                 what += f"; {bad} is now NaN or infinite"
+            elif snapshot is not None:
+                what += (" (replaying the epoch from its start did not repeat it: the device "
+                         "may not be deterministic)")
             cause = (f"the learning rate ({lr:g}) is probably too high, or the inputs are "
                      f"unscaled; {LOWER_LR}, or standardize the inputs (--standardize)")
         where = "" if epoch is None else f" (epoch {epoch + 1})"
