@@ -58,8 +58,3 @@ def float_dtype(request, backend):
     if request.param not in float_dtypes(backend):
         pytest.skip(f"{backend.label} has no {request.param}")
     return request.param
-
-
-def tolerance(dtype: str) -> float:
-    """Relative tolerance for comparing a result in ``dtype`` with a float64 reference."""
-    return 1e-5 if dtype == "float32" else 1e-12
