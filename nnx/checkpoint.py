@@ -152,11 +152,20 @@ def _describe(layer: dict) -> str:
     return f"{layer.get('type', '?')}({args})"
 
 
+#: layer settings that only choose initial weights: a checkpoint's weights replace them
+_INIT_ONLY = ("init", "family")
+
+
+def _structure(layer: dict) -> tuple:
+    config = {k: v for k, v in layer.get("config", {}).items() if k not in _INIT_ONLY}
+    return layer.get("type"), config
+
+
 def _check_same_architecture(model, arch, path) -> None:
     mine = model.config()["layers"]
     theirs = arch.get("layers", [])
     for i, (a, b) in enumerate(zip(mine, theirs)):
-        if a != b:
+        if _structure(a) != _structure(b):
             name = model.layers[i].name
             raise CheckpointError(f"{path} was saved from a different model: layer {i} "
                                   f"({name}) is {_describe(b)} in the file but {_describe(a)} "

@@ -182,22 +182,29 @@ class ModelCheckpoint(Callback):
             if not math.isfinite(value) or not _better(self.mode, value, self.best, 0.0):
                 return
         path = self.path.format(epoch=epoch + 1, **logs) if "{" in self.path else self.path
+        previous = self.best, self.last_saved
+        # the checkpoint holds this callback's state: update it before writing
+        self.last_saved = (path, epoch + 1)
+        if self.save_best_only:
+            self.best = value
         try:
             save_checkpoint(path, trainer, epoch=epoch + 1)
         except NonFiniteWeights as exc:
+            self.best, self.last_saved = previous
             kept = (f"{self.last_saved[0]} (epoch {self.last_saved[1]}) is kept"
                     if self.last_saved else "nothing was written")
             warnings.warn(f"not saving epoch {epoch + 1}: {exc}; {kept}", stacklevel=2)
-            return
-        if self.save_best_only:
-            self.best = value
-        self.last_saved = (path, epoch + 1)
+        except BaseException:
+            self.best, self.last_saved = previous
+            raise
 
     def state_dict(self):
-        return {"best": self.best}
+        return {"best": self.best, "last_saved": self.last_saved}
 
     def load_state_dict(self, state):
         self.best = float(state["best"])
+        last = state.get("last_saved")
+        self.last_saved = (last[0], int(last[1])) if last else None
 
 
 class LearningRateScheduler(Callback):
