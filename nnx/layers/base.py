@@ -29,8 +29,6 @@ class Layer:
 
     #: True when ``backward`` accepts ``need_dx=False`` to skip the input gradient
     skips_dx = False
-    #: layers nnx ships are trusted; user layers are gradient-checked on first use
-    builtin = True
 
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
@@ -39,6 +37,13 @@ class Layer:
         self.name: str = type(self).__name__.lower()
         self.n_in: int | None = None
         self.n_out: int | None = None
+
+    @property
+    def builtin(self) -> bool:
+        """True for the layers nnx ships. Any other layer's backward is checked
+        against central differences when its model is built (``Sequential.init``);
+        a class may set ``builtin = True`` to skip that, or ``False`` to force it."""
+        return type(self).__module__.startswith("nnx.")
 
     def init(self, backend, rng, dtype: str = "float32") -> None:
         """Create parameters (drawn from host ``rng``) and zero gradients on ``backend``."""
