@@ -4,10 +4,13 @@ from __future__ import annotations
 
 
 class History:
-    """Per-epoch metrics: ``history["loss"][i]`` is epoch ``epochs[i]``'s training loss.
+    """Per-epoch metrics, a dict of lists: ``history["loss"][i]`` is the training loss
+    of epoch ``history["epoch"][i]`` (1-based).
 
-    Keys: ``loss``, ``accuracy`` (classification) or ``mae`` (regression), their
-    ``val_`` twins when there is validation data, ``lr`` and ``time`` (seconds).
+    Keys: ``epoch``, ``loss``, ``accuracy`` (classification) or ``mae`` and ``mse``
+    (regression), their ``val_`` twins when there is validation data, ``lr`` (the
+    rate of the epoch's last step), ``time`` (seconds) and, with
+    ``on_nonfinite="skip"``, ``skipped`` (steps skipped). ``plot()`` draws them.
     """
 
     def __init__(self, data: dict | None = None) -> None:
@@ -41,8 +44,9 @@ class History:
         return {k: list(v) for k, v in self.history.items()}
 
     def plot(self, path=None, title: str | None = None):
-        """Loss and accuracy (train and validation) on one figure, plus the
-        learning rate when it changed. Saves a PNG when ``path`` is given."""
+        """Loss and accuracy (train and validation) on one figure, plus the learning
+        rate when it changed; returns the matplotlib Figure (drawn with Agg, never
+        shown). Saves a PNG when ``path`` is given."""
         from ..plot import plot_history
 
         return plot_history(self, path, title=title)
