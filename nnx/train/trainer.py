@@ -56,9 +56,10 @@ class Trainer:
     callbacks : callbacks used by every ``fit`` (before those given to ``fit``).
     schedule : optional learning-rate schedule ``step -> lr``, applied before each step.
     on_nonfinite : ``"raise"`` (stop with :class:`~nnx.errors.NonFiniteError` naming the
-        step, the layer and the likely cause) or ``"skip"`` (steps with a non-finite
-        loss leave the parameters and optimizer state unchanged; counted in
-        ``logs["skipped"]``).
+        step, the layer and the likely cause, found by replaying the epoch from a
+        device snapshot taken at its start; the model is then left as it was just
+        before the failing step) or ``"skip"`` (steps with a non-finite loss leave
+        the parameters and optimizer state unchanged; counted in ``logs["skipped"]``).
 
     Attributes
     ----------
