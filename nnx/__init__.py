@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from . import activations, errors, init, layers, losses, optim, schedules
 from .activations import Activation, define_activation, get_activation
-from .checkpoint import load, save
+from .checkpoint import load, load_checkpoint, save, save_checkpoint
 from .errors import (
     BackendUnavailable,
     CheckpointError,
@@ -52,7 +52,8 @@ def __getattr__(name):
 
 __all__ = [
     "activations", "errors", "init", "layers", "losses", "optim", "schedules",
-    "Trainer", "History", "callbacks", "save", "load", "data", "doctor",
+    "Trainer", "History", "callbacks", "save", "load", "save_checkpoint", "load_checkpoint",
+    "data", "doctor",
     "SGD", "Adam", "AdamW", "Optimizer", "RMSProp", "get_optimizer", "get_schedule",
     "Activation", "define_activation", "get_activation",
     "BackendUnavailable", "CheckpointError", "ConfigError", "DataError",
