@@ -516,3 +516,12 @@ def test_command_line_doctor_and_lr_find(tmp_path):
     data = json.loads((out / "doctor.json").read_text())
     assert data["run"]["n_train"] > 0 and data["loss"]["values"]
     assert "lr range test" in proc.stderr
+
+
+def test_class_imbalance_and_a_model_that_predicts_the_majority():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 4)).astype(np.float32)  # features carry no signal
+    y = (rng.random(600) < 0.05).astype(np.int64)
+    report = train(nnx.mlp([4, 16, 2]), x, y, lr=0.05, epochs=10)
+    titles = [f.title for f in report.get("class-imbalance")]
+    assert len(titles) == 2 and any("predicts that class" in t for t in titles)

@@ -39,6 +39,7 @@ from array_api_compat import is_writeable_array
 
 from ..activations import get_activation
 from ..layers import ActivationLayer, MixedActivation
+from .findings import DEAD_MIN_ROWS
 from .trace import ACT_COLUMNS, Trace, UnitLayer, Window
 
 __all__ = ["Monitor", "DEFAULT_EVERY", "FLUSH_EVERY", "SATURATION_MARGIN", "unit_layers"]
@@ -55,8 +56,8 @@ DENSE_START = 10
 FLUSH_EVERY = 256
 
 #: close a window of per-unit activity counts once it holds this many sampled
-#: examples (``findings.DEAD_MIN_ROWS``: enough to call a never-active unit dead)
-WINDOW_ROWS = 500
+#: examples: enough to call a never-active unit dead
+WINDOW_ROWS = DEAD_MIN_ROWS
 
 #: a sigmoid/tanh unit is saturated when its output lies within this distance of
 #: a bound: sigmoid < 0.01 or > 0.99, |tanh| > 0.99. There the derivative is
