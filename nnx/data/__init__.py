@@ -1,38 +1,80 @@
 """Datasets as host NumPy arrays: bundled digits, MNIST files, synthetic sets, your files.
 
-``load(name)`` returns a :class:`Dataset`; moving data to a device is the
-trainer's job.
+``load(name)`` returns a :class:`Dataset` of float32 features ``(n, features)``
+and int64 labels ``(n,)`` (or float32 targets ``(n, k)``); moving data to a
+device is the trainer's job. ``prepare`` holds the checks and scalers used
+before training: ``check_xy``, ``Standardizer``, ``find_duplicates``.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 
 from ..errors import ConfigError
 from .dataset import Dataset, split_dataset, stratified_split
-from .files import load_digits, load_file
+from .digits import load_digits
+from .download import cache_dir
+from .files import load_file
 from .idx import read_idx, write_idx
 from .mnist import load_mnist
+from .prepare import Standardizer, check_xy, find_duplicates, to_unit_range
 from .synthetic import GENERATORS, blobs, circles, moons, regression, spirals, xor
 
+#: the dataset names ``load`` knows (a path to a .npz or .csv file works too)
 DATASETS = ("digits", "mnist", "fashion-mnist", *GENERATORS)
+_ALIASES = {"fashion": "fashion-mnist", "fashion_mnist": "fashion-mnist",
+            "fashionmnist": "fashion-mnist"}
+_FILE_SUFFIXES = (".npz", ".csv", ".csv.gz")
 
 __all__ = ["Dataset", "DATASETS", "load", "stratified_split", "split_dataset", "load_digits",
-           "load_file", "load_mnist", "read_idx", "write_idx", "spirals", "moons", "circles",
-           "xor", "blobs", "regression"]
+           "load_file", "load_mnist", "read_idx", "write_idx", "cache_dir", "spirals", "moons",
+           "circles", "xor", "blobs", "regression", "check_xy", "Standardizer",
+           "to_unit_range", "find_duplicates"]
 
 
-def load(name: str, *, data_dir=None, seed: int = 0, download: bool = True,
-         quiet: bool = False) -> Dataset:
-    """Load a dataset by name (see ``DATASETS``) or from a ``.npz``/``.csv`` path."""
-    key = str(name).strip().lower()
+def _call(fn, what: str, /, *args, **kwargs):
+    """``fn(*args, **kwargs)``, turning an unknown option into a ConfigError that lists them."""
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as exc:
+        params = [p for p in inspect.signature(fn).parameters][len(args):]
+        raise ConfigError(f"{what}: {exc}; its options are {', '.join(params)}") from None
+    return fn(*args, **kwargs)
+
+
+def load(name, *, data_dir=None, seed: int = 0, download: bool = True, quiet: bool = False,
+         **kwargs) -> Dataset:
+    """Load a dataset by name (see ``DATASETS``) or from a ``.npz`` / ``.csv`` path.
+
+    Parameters
+    ----------
+    name : "digits", "mnist", "fashion-mnist", "spirals", "moons", "circles",
+        "xor", "blobs", "regression", or a path to a .npz / .csv file
+    data_dir : where MNIST-format files are cached (default ``$NNX_DATA_DIR``
+        or ``~/.cache/nnx``)
+    seed : seeds the synthetic data and every train/test split
+    download : whether missing MNIST files may be downloaded
+    quiet : no download progress bar
+    **kwargs : options of the loader, e.g. ``n=500, noise=0.2`` for spirals,
+        ``test_fraction=0.3``, ``mirrors=[...]`` for MNIST
+
+    Raises ConfigError for an unknown name or option, DataError for bad data.
+    """
+    text = os.fspath(name) if isinstance(name, os.PathLike) else str(name)
+    key = text.strip().lower()
+    key = _ALIASES.get(key, key)
     if key == "digits":
-        return load_digits(seed)
+        return _call(load_digits, "digits", seed=seed, **kwargs)
     if key in ("mnist", "fashion-mnist"):
-        return load_mnist(key, data_dir, download=download, quiet=quiet)
+        return _call(load_mnist, key, key, data_dir, download=download, quiet=quiet, **kwargs)
     if key in GENERATORS:
-        return GENERATORS[key](seed=seed)
-    if key.endswith((".npz", ".csv")) or os.sep in str(name):
-        return load_file(name, seed)
-    raise ConfigError(f"unknown dataset {name!r}; valid datasets are: {', '.join(DATASETS)}, "
-                      "or a path to a .npz (arrays x, y) or .csv file")
+        return _call(GENERATORS[key], key, seed=seed, **kwargs)
+    if (isinstance(name, os.PathLike) or key.endswith(_FILE_SUFFIXES) or os.sep in text
+            or "/" in text or os.path.isfile(text)):
+        return _call(load_file, text, text, seed=seed, **kwargs)
+    close = difflib.get_close_matches(key, DATASETS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(f"unknown dataset {text!r}{hint}; valid datasets are: "
+                      f"{', '.join(DATASETS)}, or a path to a .npz (arrays x, y) or .csv file")

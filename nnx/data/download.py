@@ -1,27 +1,34 @@
 """Downloading dataset files safely: temporary file, SHA-256 check, then rename.
 
-Nothing half-downloaded or unverified is ever used: a file reaches its final
-name only after its checksum matched.
+A file reaches its final name only after its checksum matched, so nothing
+half-downloaded or unverified is ever found in the cache by a later run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import sys
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..errors import ChecksumError, DataError
+from ..errors import ChecksumError, ConfigError, DataError
+
+USER_AGENT = "nnx (dataset download)"
 
 
 def cache_dir(data_dir=None) -> Path:
-    """``data_dir``, else ``$NNX_DATA_DIR``, else ``~/.cache/nnx``."""
-    return Path(data_dir or os.environ.get("NNX_DATA_DIR") or Path.home() / ".cache" / "nnx")
+    """``data_dir``, else ``$NNX_DATA_DIR``, else ``~/.cache/nnx`` (not created here)."""
+    chosen = data_dir or os.environ.get("NNX_DATA_DIR") or Path.home() / ".cache" / "nnx"
+    return Path(chosen).expanduser()
 
 
 def sha256(path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -30,66 +37,111 @@ def sha256(path) -> str:
 
 
 def verify(path, expected: str | None) -> None:
-    """Raise ChecksumError when ``path``'s SHA-256 is not ``expected`` (None skips)."""
+    """Raise ChecksumError when the SHA-256 of ``path`` is not ``expected`` (None: no check)."""
     if expected is None:
         return
     got = sha256(path)
-    if got != expected:
-        raise ChecksumError(f"{path} has SHA-256 {got[:16]}..., expected {expected[:16]}...; "
-                            "the file is corrupt or not the expected one: delete it and "
-                            "download again")
+    if got != expected.lower():
+        raise ChecksumError(f"{path} has SHA-256 {got}, expected {expected}: the file is "
+                            "corrupt or not the expected one; delete it and download it again")
 
 
-def _progress(name, done, total, quiet):
-    if quiet:
-        return
-    if total:
-        pct = 100.0 * done / total
-        sys.stderr.write(f"\rdownloading {name}: {done / 1e6:6.1f}/{total / 1e6:.1f} MB "
-                         f"({pct:5.1f}%)")
-    else:
-        sys.stderr.write(f"\rdownloading {name}: {done / 1e6:6.1f} MB")
-    sys.stderr.flush()
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
 
 
-def fetch(name: str, urls: list[str], directory: Path, checksum: str | None, *,
-          quiet: bool = False, timeout: float = 30.0) -> Path:
-    """Download ``name`` from the first working base URL into ``directory``.
+class _Progress:
+    """One line on stderr, rewritten at most every 0.2 s: bytes done, total, percent."""
 
-    The body goes to ``.name.part-PID``, is verified, then renamed to ``name``.
-    A checksum mismatch deletes the partial file and raises ChecksumError.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / name
-    tmp = directory / f".{name}.part-{os.getpid()}"
-    errors, bad_checksum = [], []
-    for base in urls:
-        url = base.rstrip("/") + "/" + name
+    def __init__(self, name: str, total: int, quiet: bool):
+        self.name, self.total, self.quiet, self.last = name, total, quiet, 0.0
+        self.open = False  # a line was started and not ended
+
+    def update(self, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.quiet or (not final and now - self.last < 0.2):
+            return
+        self.last = now
+        line = f"\rdownloading {self.name}: {_size(done)}"
+        if self.total:
+            line += f" / {_size(self.total)} ({100.0 * done / self.total:5.1f}%)"
+        sys.stderr.write(line + ("\n" if final else ""))
+        sys.stderr.flush()
+        self.open = not final
+
+    def close(self) -> None:
+        """End a started line (after a failed download), so the next message starts clean."""
+        if self.open:
+            sys.stderr.write("\n")
+            self.open = False
+
+
+def _get(url: str, out, name: str, quiet: bool, timeout: float) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        total = int(response.headers.get("Content-Length") or 0)
+        progress, done = _Progress(name, total, quiet), 0
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
-                total = int(r.headers.get("Content-Length") or 0)
-                done = 0
-                for chunk in iter(lambda: r.read(1 << 16), b""):
-                    f.write(chunk)
-                    done += len(chunk)
-                    _progress(name, done, total, quiet)
-                f.flush()
-                os.fsync(f.fileno())
-            if not quiet:
-                sys.stderr.write("\n")
-            verify(tmp, checksum)
-            os.replace(tmp, final)
-            return final
-        except ChecksumError:
-            bad_checksum.append(url)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            errors.append(f"{url} ({getattr(exc, 'reason', exc)})")
+            for chunk in iter(lambda: response.read(1 << 16), b""):
+                out.write(chunk)
+                done += len(chunk)
+                progress.update(done)
+        except BaseException:
+            progress.close()
+            raise
+        progress.update(done, final=True)
+    if total and done != total:
+        raise OSError(f"connection closed after {done} of {total} bytes")
+
+
+def fetch(name: str, mirrors, directory, checksum: str | None, *, quiet: bool = False,
+          timeout: float = 30.0, manual: str | None = None) -> Path:
+    """Download ``name`` from the first base URL in ``mirrors`` that serves it intact.
+
+    The body goes to a temporary file in ``directory``, is checked against
+    ``checksum`` (SHA-256 hex), and is renamed to ``directory/name`` only then.
+    A mismatch deletes the temporary file and tries the next mirror; when none
+    worked, raises ChecksumError (some served a bad file) or DataError (none
+    could be reached), naming every URL tried and, for placing files by hand,
+    ``manual`` (e.g. the names of every file the dataset needs; default ``name``).
+    """
+    mirrors = list(mirrors)
+    if not mirrors:
+        raise ConfigError(f"no base URL to download {name} from")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    failures, bad = [], []
+    for base in mirrors:
+        url = base.rstrip("/") + "/" + name
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                _get(url, out, name, quiet, timeout)
+                out.flush()
+                os.fsync(out.fileno())
+            got = sha256(tmp)
+            if checksum is not None and got != checksum.lower():
+                bad.append(f"{url} (SHA-256 {got})")
+                continue
+            os.replace(tmp, directory / name)
+            return directory / name
+        except urllib.error.HTTPError as exc:
+            failures.append(f"{url} (HTTP {exc.code} {exc.reason})")
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+            failures.append(f"{url} ({getattr(exc, 'reason', None) or exc})")
         finally:
-            if tmp.exists():
-                tmp.unlink()
-    if bad_checksum:
-        raise ChecksumError(f"the download of {name} from {', '.join(bad_checksum)} failed its "
-                            "SHA-256 check and was discarded; try again later or place a good "
-                            f"copy in {directory}")
-    raise DataError(f"could not download {name}: tried {'; '.join(errors)}. Without a network, "
-                    f"put the file in {directory} (or pass --data-dir DIR holding it)")
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    tried = "; ".join(bad + failures)
+    if bad:
+        raise ChecksumError(f"{name} failed its SHA-256 check (expected {checksum}) and was "
+                            f"discarded; tried {tried}. Try again later, or place a good copy "
+                            f"in {directory}")
+    raise DataError(f"could not download {name}: tried {tried}. Without a network, download "
+                    f"{manual or name} by hand from one of those addresses and put them in "
+                    f"{directory}, or pass --data-dir DIR (data_dir=DIR in Python) for a "
+                    "folder that holds them")

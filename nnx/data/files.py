@@ -1,113 +1,151 @@
-"""Bundled digits and the user's own ``.npz`` / ``.csv`` files."""
+"""The user's own data: ``.npz`` and ``.csv`` files.
+
+``.npz``: arrays ``x`` (n, features) or images (n, h, w, ...) that are
+flattened, and ``y``; optionally ``x_test`` and ``y_test``. Read with
+``allow_pickle=False``. uint8 ``x`` is scaled to [0, 1].
+
+``.csv`` (or ``.csv.gz``): numbers separated by commas, one example per row,
+the label in the last column; with a header row, a column named ``label``,
+``target``, ``class`` or ``y`` is the label wherever it is.
+
+The task is inferred from ``y`` unless given: integer labels, or whole numbers
+in one column, mean classification; other floats and several columns that are
+not one-hot mean regression.
+"""
 
 from __future__ import annotations
 
 import gzip
 import os
-from importlib import resources
 
 import numpy as np
 
-from ..errors import DataError
-from .dataset import Dataset, split_dataset
+from ..errors import ConfigError, DataError
+from .dataset import TASKS, Dataset, as_generator, split_dataset
+from .prepare import check_xy, to_unit_range
+
+#: header names taken as the label column, in order of preference
+LABEL_COLUMNS = ("label", "target", "class", "y")
 
 
-def load_digits(seed: int = 0) -> Dataset:
-    """8x8 handwritten digits, 1,797 images of 10 classes, bundled with nnx (offline).
+def _guess_task(y: np.ndarray) -> str:
+    if y.ndim == 2 and y.shape[1] > 1:
+        yf = y.astype(np.float64)
+        one_hot = np.isin(yf, (0.0, 1.0)).all() and np.all(yf.sum(axis=1) == 1.0)
+        return "classification" if one_hot else "regression"
+    if y.dtype.kind in "biu":
+        return "classification"
+    flat = y.reshape(-1).astype(np.float64)
+    whole = np.isfinite(flat).all() and np.all(flat == np.round(flat))
+    return "classification" if whole else "regression"
 
-    The UCI "Optical Recognition of Handwritten Digits" test set (Alpaydin and
-    Kaynak, CC BY 4.0). Pixels (0..16) are scaled to [0, 1]; 20% stratified test split.
-    """
-    with resources.files("nnx.data").joinpath("digits.csv.gz").open("rb") as f:
-        table = np.loadtxt(gzip.open(f), delimiter=",", dtype=np.float64)
-    x, y = (table[:, :-1] / 16.0).astype(np.float32), table[:, -1].astype(np.int64)
-    return split_dataset("digits", x, y, test_fraction=0.2, seed=seed, n_classes=10,
-                         task="classification", meta={"source": "bundled", "image_shape": (8, 8)})
 
-
-def _as_xy(x, y, path):
-    x = np.asarray(x)
+def _prepare_x(x: np.ndarray, path: str, meta: dict) -> np.ndarray:
     if x.ndim > 2:
+        meta.setdefault("image_shape", tuple(x.shape[1:]))
         x = x.reshape(x.shape[0], -1)
-    if x.ndim != 2:
-        raise DataError(f"{path}: x must have one row per example, got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise DataError(f"{path}: the dataset is empty")
-    if len(y) != x.shape[0]:
-        raise DataError(f"{path}: x has {x.shape[0]} rows but y has {len(y)}; they must match")
-    if x.dtype.kind not in "biuf":
-        raise DataError(f"{path}: x must be numeric, got dtype {x.dtype}")
     if x.dtype == np.uint8:
-        x = x / 255.0
-    bad = ~np.isfinite(x)
-    if bad.any():
-        raise DataError(f"{path}: x contains {int(bad.sum())} NaN or infinite values (first in "
-                        f"row {int(np.argmax(bad.any(axis=1)))}); clean or impute them")
-    return x.astype(np.float32), np.asarray(y)
+        x = to_unit_range(x)
+    return x
 
 
-def _task(y, path=""):
-    """Classify the target: integer labels (checked: whole, >= 0) or regression values."""
-    if y.dtype.kind in "iu" or (y.dtype.kind == "f" and y.ndim == 1 and np.all(np.isfinite(y))
-                                 and np.all(y == np.round(y))):
-        if y.size and y.min() < 0:
-            i = int(np.argmin(y))
-            raise DataError(f"{path}: label {y[i]:g} in row {i} is negative; class labels must "
-                            "be 0, 1, ..., C-1")
-    if y.dtype.kind in "iub" or (y.dtype.kind == "f" and y.ndim == 1 and
-                                  np.all(np.isfinite(y)) and np.all(y == np.round(y))):
-        labels = y.astype(np.int64) if np.all(np.isfinite(y)) else y
-        n_classes = int(labels.max()) + 1 if labels.size and labels.dtype.kind == "i" else None
-        return "classification", labels, n_classes
-    return "regression", y.astype(np.float32).reshape(len(y), -1), None
+def _read_npz(path: str):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as exc:
+        raise DataError(f"{path} holds object arrays or is damaged ({exc}); save plain "
+                        "numeric arrays with np.savez(path, x=x, y=y)") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path} is not a readable .npz file ({exc})") from None
+    if "x" not in arrays or "y" not in arrays:
+        raise DataError(f"{path} must hold arrays named 'x' and 'y' (found "
+                        f"{', '.join(arrays) or 'none'})")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataError(f"{path} holds only one of 'x_test' and 'y_test'; store both or neither")
+    test = (arrays["x_test"], arrays["y_test"]) if "x_test" in arrays else None
+    return arrays["x"], arrays["y"], test
 
 
-def load_file(path, seed: int = 0) -> Dataset:
-    """``.npz`` with ``x`` and ``y`` (optionally ``x_test``/``y_test``), or ``.csv``
-    with the label in the last column (a header row is skipped). Without a test
-    set, 20% is held out (stratified for integer labels)."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DataError(f"data file {path} does not exist; check the path given to --dataset")
-    name = os.path.basename(path)
-    if path.endswith(".npz"):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (ValueError, OSError) as exc:
-            raise DataError(f"{path} is not a readable .npz file ({exc})") from None
-        if "x" not in arrays or "y" not in arrays:
-            raise DataError(f"{path} must hold arrays named 'x' and 'y' (found "
-                            f"{', '.join(arrays) or 'none'})")
-        x, y = _as_xy(arrays["x"], arrays["y"], path)
-        task, y, n_classes = _task(y, path)
-        if "x_test" in arrays and "y_test" in arrays:
-            xt, yt = _as_xy(arrays["x_test"], arrays["y_test"], path)
-            _, yt, nt = _task(yt, path)
-            n_classes = max(n_classes or 0, nt or 0) or None
-            return Dataset(x, y, xt, yt, name, n_classes, task, {"source": path})
-    elif path.endswith(".csv"):
-        try:
-            with open(path, encoding="utf-8") as f:
-                first = f.readline()
-            skip = 0 if _numeric_row(first) else 1
-            table = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64)
-        except (ValueError, OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path} is not a numeric CSV file ({exc}); the label goes in "
-                            "the last column") from None
-        if table.shape[1] < 2:
-            raise DataError(f"{path} needs at least two columns: features, then the label")
-        x, y = _as_xy(table[:, :-1], table[:, -1], path)
-        task, y, n_classes = _task(y, path)
-    else:
-        raise DataError(f"{path}: unknown file type; use .npz (arrays x, y) or .csv")
-    return split_dataset(name, x, y, test_fraction=0.2, seed=seed, n_classes=n_classes,
-                         task=task, meta={"source": path})
+def _read_csv(path: str):
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            first = f.readline()
+        header = None if _numeric_row(first) else [c.strip().strip('"').lower()
+                                                    for c in first.split(",")]
+        table = np.loadtxt(path, delimiter=",", skiprows=0 if header is None else 1, ndmin=2,
+                           dtype=np.float64, encoding="utf-8")
+    except (ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not a numeric CSV file ({exc}); every row needs the same "
+                        "number of comma-separated numbers, the label last") from None
+    if table.shape[1] < 2:
+        raise DataError(f"{path} needs at least two columns: features, then the label")
+    column = table.shape[1] - 1
+    if header is not None:
+        named = [header.index(c) for c in LABEL_COLUMNS if c in header]
+        if named:
+            column = named[0]
+        if len(header) != table.shape[1]:
+            raise DataError(f"{path}: the header has {len(header)} names but rows have "
+                            f"{table.shape[1]} values")
+    x = np.delete(table, column, axis=1)
+    return x, table[:, column], None
 
 
 def _numeric_row(line: str) -> bool:
     try:
-        [float(v) for v in line.strip().split(",") if v != ""]
+        [float(v) for v in line.strip().split(",")]
         return True
     except ValueError:
         return False
+
+
+def load_file(path, *, seed: int = 0, rng=None, test_fraction: float = 0.2,
+              task: str | None = None) -> Dataset:
+    """Load a ``.npz`` or ``.csv`` file into a :class:`Dataset`.
+
+    Without stored test arrays, ``test_fraction`` of the rows is held out
+    (stratified by label for classification) using ``rng`` or ``seed``.
+    ``task`` ("classification" or "regression") overrides the guess from ``y``.
+    """
+    path = os.fspath(path)
+    if task is not None and task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if not os.path.isfile(path):
+        raise DataError(f"data file {path} does not exist; check the path given to --dataset")
+    lower = path.lower()
+    if lower.endswith(".npz"):
+        x, y, test = _read_npz(path)
+    elif lower.endswith((".csv", ".csv.gz")):
+        x, y, test = _read_csv(path)
+    else:
+        raise DataError(f"{path}: unknown file type; use .npz (arrays x, y) or .csv (label in "
+                        "the last column)")
+    meta = {"source": path}
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0:
+        raise DataError(f"{path}: x and y must be arrays with one row per example, got shapes "
+                        f"{x.shape} and {y.shape}")
+    task = task or _guess_task(y)
+    x, y, one_hot = check_xy(_prepare_x(x, path, meta), y, task, where=path)
+    meta["one_hot"] = one_hot
+    n_classes = int(y.max()) + 1 if task == "classification" else None
+    name = os.path.basename(path)
+    if test is None:
+        return split_dataset(name, x, y, test_fraction=test_fraction,
+                             rng=as_generator(rng, seed), n_classes=n_classes, task=task,
+                             meta=meta)
+    xt, yt = np.asarray(test[0]), np.asarray(test[1])
+    if xt.ndim == 0 or yt.ndim == 0:
+        raise DataError(f"{path}: x_test and y_test must be arrays, got shapes {xt.shape} and "
+                        f"{yt.shape}")
+    xt, yt, _ = check_xy(_prepare_x(xt, path, {}), yt, task, where=f"{path} (test arrays)")
+    if xt.shape[1] != x.shape[1]:
+        raise DataError(f"{path}: x has {x.shape[1]} features but x_test has {xt.shape[1]}")
+    if task == "classification":
+        n_classes = max(n_classes, int(yt.max()) + 1)
+    elif yt.shape[1] != y.shape[1]:
+        raise DataError(f"{path}: y has {y.shape[1]} target columns but y_test has "
+                        f"{yt.shape[1]}")
+    return Dataset(x, y, xt, yt, name, n_classes, task, meta)

@@ -1,8 +1,14 @@
 """MNIST and Fashion-MNIST: 28x28 grey images of 10 classes, 60,000 train / 10,000 test.
 
-Files already in the data directory (gzip or not) are used with no network;
-missing ones are downloaded from the mirrors below and verified by SHA-256.
-Images become float32 in [0, 1], flattened to ``(n, 784)``; labels int64.
+Files already in the data directory are used with no network: the four
+``.gz`` files, or their uncompressed copies (``train-images-idx3-ubyte`` or
+``train-images.idx3-ubyte``). A file with a known SHA-256 is checked before
+use. Missing files are downloaded from the mirrors below (or from the base URLs
+in ``$NNX_MNIST_MIRROR`` / ``$NNX_FASHION_MNIST_MIRROR``, comma-separated) and
+verified before they are kept.
+
+Images become float32 in [0, 1] (divided by 255), flattened to ``(n, 784)``;
+labels are int64 ``(n,)``.
 """
 
 from __future__ import annotations
@@ -12,71 +18,137 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .dataset import Dataset
 from .download import cache_dir, fetch, verify
 from .idx import read_idx
+from .prepare import to_unit_range
 
+#: the four files, in the order (train images, train labels, test images, test labels)
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
+#: per dataset: base URLs tried in order, the variable that overrides them, and the
+#: published SHA-256 of each file (gzip files, and for MNIST the uncompressed ones too)
 SOURCES = {
     "mnist": {
-        "mirrors": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
-                    "http://yann.lecun.com/exdb/mnist/"],
-        "sha256": dict(zip(FILES, (
-            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"))),
+        "mirrors": ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                    "http://yann.lecun.com/exdb/mnist/"),
+        "env": "NNX_MNIST_MIRROR",
+        "sha256": {
+            "train-images-idx3-ubyte.gz":
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte.gz":
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte.gz":
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte.gz":
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            "train-images-idx3-ubyte":
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte":
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte":
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte":
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
     },
     "fashion-mnist": {
-        "mirrors": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
-        "sha256": dict(zip(FILES, (
-            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"))),
+        "mirrors": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        "env": "NNX_FASHION_MNIST_MIRROR",
+        "sha256": {
+            "train-images-idx3-ubyte.gz":
+                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "train-labels-idx1-ubyte.gz":
+                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "t10k-images-idx3-ubyte.gz":
+                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "t10k-labels-idx1-ubyte.gz":
+                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        },
     },
 }
 
 
-def _locate(name: str, directory: Path, source: dict, download: bool, quiet: bool,
-            checksums: dict | None) -> Path:
-    expected = (checksums or source["sha256"]).get(name)
-    gz = directory / name
-    if gz.exists():
-        verify(gz, expected)
-        return gz
-    plain = directory / name[:-3]
-    if plain.exists():  # an uncompressed copy the user placed: no checksum to compare
-        return plain
-    if not download:
-        raise DataError(f"{name} is not in {directory}; put the MNIST files there or allow "
-                        "downloading")
-    mirrors = source["mirrors"]
-    override = os.environ.get("NNX_MNIST_MIRROR")
-    if override:
-        mirrors = [override]
-    return fetch(name, mirrors, directory, expected, quiet=quiet)
+def _candidates(name: str) -> tuple[str, ...]:
+    """Names a copy of ``name`` may have: gzip, uncompressed, and ``train-images.idx3-ubyte``."""
+    plain = name[: -len(".gz")]
+    return name, plain, plain.replace("-idx", ".idx", 1)
+
+
+def find_files(directory, checksums: dict) -> dict[str, Path]:
+    """The copies of :data:`FILES` present in ``directory``, verified where a checksum is known.
+
+    Returns ``{gzip name: path}`` for those found; raises ChecksumError for a
+    file whose SHA-256 does not match (the message says to delete it).
+    """
+    found = {}
+    for name in FILES:
+        for candidate in _candidates(name):
+            path = Path(directory) / candidate
+            if path.is_file():
+                verify(path, checksums.get(candidate))
+                found[name] = path
+                break
+    return found
+
+
+def mirrors_for(which: str, mirrors=None) -> list[str]:
+    """Base URLs to try: ``mirrors``, else the environment variable, else the built-in ones."""
+    if mirrors:
+        return [mirrors] if isinstance(mirrors, str) else list(mirrors)
+    override = [u.strip() for u in os.environ.get(SOURCES[which]["env"], "").split(",")]
+    return [u for u in override if u] or list(SOURCES[which]["mirrors"])
 
 
 def load_mnist(which: str = "mnist", data_dir=None, *, download: bool = True,
-               quiet: bool = False, mirrors=None, checksums: dict | None = None) -> Dataset:
-    """Load MNIST-format files from ``data_dir`` (default cache), downloading if missing.
+               quiet: bool = False, mirrors=None, checksums: dict | None = None,
+               timeout: float = 30.0) -> Dataset:
+    """Load ``"mnist"`` or ``"fashion-mnist"`` from ``data_dir``, downloading missing files.
 
-    ``mirrors`` and ``checksums`` override the built-in sources (tests use a local server).
+    Parameters
+    ----------
+    data_dir : folder holding the files (default ``$NNX_DATA_DIR`` or ``~/.cache/nnx``)
+    download : fetch missing files; when False a missing file is a DataError
+    quiet : no progress bar on stderr
+    mirrors : base URLs to download from, overriding the environment and built-ins
+    checksums : ``{file name: SHA-256 hex}`` replacing the published table
+    timeout : seconds to wait for a server
+
+    Returns a :class:`Dataset`: ``x`` float32 (n, 784) in [0, 1], ``y`` int64 (n,).
     """
-    source = dict(SOURCES[which])
-    if mirrors:
-        source["mirrors"] = list(mirrors)
+    if which not in SOURCES:
+        raise ConfigError(f"unknown MNIST-format dataset {which!r}; valid: "
+                          f"{', '.join(SOURCES)}")
+    table = SOURCES[which]["sha256"] if checksums is None else dict(checksums)
     directory = cache_dir(data_dir)
-    paths = [_locate(f, directory, source, download, quiet, checksums) for f in FILES]
-    xtr, ytr, xte, yte = (read_idx(p) for p in paths)
+    found = find_files(directory, table)
+    missing = [name for name in FILES if name not in found]
+    if missing:
+        urls = mirrors_for(which, mirrors)
+        if not download:
+            raise DataError(f"{which}: {', '.join(missing)} not found in {directory}; download "
+                            f"them from {urls[0]} into that folder (or pass --data-dir DIR "
+                            "holding them), or allow downloading")
+        manual = f"the {which} files {', '.join(FILES)}"
+        for name in missing:
+            if name not in table:
+                raise ConfigError(f"no SHA-256 known for {name}; pass it in checksums= so the "
+                                  "download can be verified")
+            found[name] = fetch(name, urls, directory, table[name], quiet=quiet,
+                                timeout=timeout, manual=manual)
+    xtr, ytr, xte, yte = (read_idx(found[name]) for name in FILES)
     for images, labels, split in ((xtr, ytr, "train"), (xte, yte, "test")):
-        if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-            raise DataError(f"{which} {split} files disagree: images {images.shape}, labels "
+        if (images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]
+                or images.dtype != np.uint8 or labels.dtype != np.uint8):
+            raise DataError(f"{which} {split} files do not fit together: images "
+                            f"{images.dtype} {images.shape}, labels {labels.dtype} "
                             f"{labels.shape}; delete them from {directory} and download again")
-    flat = lambda a: (a.reshape(a.shape[0], -1).astype(np.float32) / 255.0)  # noqa: E731
+        if labels.size and int(labels.max()) > 9:
+            raise DataError(f"{which} {split} labels go up to {int(labels.max())}, not 9; "
+                            f"delete the label file from {directory} and download it again")
+    flat = lambda a: to_unit_range(a.reshape(a.shape[0], -1))
     return Dataset(flat(xtr), ytr.astype(np.int64), flat(xte), yte.astype(np.int64), which, 10,
-                   "classification", {"source": str(directory), "image_shape": xtr.shape[1:]})
+                   "classification", {"source": str(directory), "image_shape": xtr.shape[1:],
+                                      "files": [str(found[name]) for name in FILES]})
