@@ -205,10 +205,11 @@ def _default_out(dataset: str) -> str:
 
 
 def _standardize(x_train, x_test):
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
-    std[std == 0] = 1.0
-    return (x_train - mean) / std, (x_test - mean) / std
+    """Standardise with statistics of the training split only (no test leakage)."""
+    from .data import Standardizer
+
+    scaler = Standardizer().fit(x_train)
+    return scaler.transform(x_train), scaler.transform(x_test)
 
 
 def _build_model(cfg, ds):
