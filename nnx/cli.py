@@ -219,9 +219,12 @@ def _build_model(cfg, ds):
     loss_name = cfg["loss"] or ("cross_entropy" if ds.task == "classification" else "mse")
     loss = get_loss(loss_name)
     if loss.task != ds.task:
-        fix = "mse" if ds.task == "regression" else "cross_entropy"
-        raise ConfigError(f"loss {loss.name} is for {loss.task} but dataset {ds.name} is "
-                          f"{ds.task}; use --loss {fix}")
+        if ds.task == "regression":
+            raise DataError(f"loss {loss.name} needs integer class labels 0..C-1, but the "
+                            f"targets of {ds.name} are not whole numbers (read as regression); "
+                            "fix the labels, or use --loss mse for regression")
+        raise ConfigError(f"loss {loss.name} is for regression but dataset {ds.name} has class "
+                          "labels; use --loss cross_entropy")
     if ds.task == "classification":
         if not ds.n_classes or ds.n_classes < 2:
             raise DataError(f"dataset {ds.name} has fewer than two classes; a classifier needs "
