@@ -2,7 +2,8 @@
 
 ``setup(x, y)`` (untimed), ``warmup(steps)`` (untimed), ``epoch() -> seconds``
 (one shuffled pass, timed), ``evaluate(x, y) -> (loss, accuracy)``, and
-``matmuls(batch)``: the (m, k, n) products one step must compute.
+``input_grad``: whether a step computes the input layer's dx (see
+:func:`step_matmuls`, which lists the products one step must compute).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def step_matmuls(batch: int, input_grad: bool) -> list[tuple[int, int, int]]:
 
 
 class NnxImpl:
-    """nnx's Trainer on a backend (numpy, torch, cuda, ...)."""
+    """nnx's Trainer on a backend (numpy, torch, cuda, ...); the epoch time is the one
+    the Trainer logs (from the epoch's start to its logging point, which reads the
+    device, so queued GPU work is included)."""
 
     input_grad = False
 
@@ -52,6 +55,9 @@ class NnxImpl:
         self.backend = self.trainer.backend
 
     def warmup(self, steps):
+        if self.batch >= self.x.shape[0]:  # full batch: one step per epoch
+            self.trainer.fit(self.x, self.y, epochs=steps, batch_size=self.batch)
+            return
         n = min(self.x.shape[0], steps * self.batch)
         self.trainer.fit(self.x[:n], self.y[:n], epochs=1, batch_size=min(self.batch, n))
 
@@ -65,7 +71,8 @@ class NnxImpl:
 
 
 class TorchImpl:
-    """Native PyTorch eager: nn.Sequential, autograd, torch.optim."""
+    """Native PyTorch eager: nn.Sequential, autograd, torch.optim; the same initial
+    weights as nnx (He normal, zero biases) so both learn alike."""
 
     input_grad = False
 
@@ -84,6 +91,13 @@ class TorchImpl:
             layers.append(torch.nn.Linear(a, b))
             if i < len(SIZES) - 2:
                 layers.append(torch.nn.ReLU())
+        import nnx
+
+        weights = nnx.mlp(list(SIZES)).init("numpy", self.seed).get_weights()
+        with torch.no_grad():
+            for i, lin in enumerate(m for m in layers if isinstance(m, torch.nn.Linear)):
+                lin.weight.copy_(torch.from_numpy(weights[f"dense_{2 * i}.w"].T.copy()))
+                lin.bias.copy_(torch.from_numpy(weights[f"dense_{2 * i}.b"]))
         self.model = torch.nn.Sequential(*layers).to(self.device)
         params = self.model.parameters()
         self.opt = (torch.optim.SGD(params, lr=self.lr, momentum=0.9) if self.opt_name == "sgdm"
@@ -106,7 +120,9 @@ class TorchImpl:
             self.opt.step()
 
     def warmup(self, steps):
-        self._steps(min(steps, math.ceil(self.x.shape[0] / self.batch)))
+        per_epoch = math.ceil(self.x.shape[0] / self.batch)
+        for done in range(0, steps, per_epoch):
+            self._steps(min(per_epoch, steps - done))
         self._sync()
 
     def _sync(self):
@@ -205,7 +221,9 @@ class CourseImpl:
             self._step(self.x[idx], self.y[idx])
 
     def warmup(self, steps):
-        self._run(min(steps, math.ceil(self.x.shape[0] / self.batch)))
+        per_epoch = math.ceil(self.x.shape[0] / self.batch)
+        for done in range(0, steps, per_epoch):
+            self._run(min(per_epoch, steps - done))
 
     def epoch(self) -> float:
         t0 = time.perf_counter()

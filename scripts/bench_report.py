@@ -1,0 +1,84 @@
+"""The rows, table and goal check of scripts/bench.py."""
+
+from __future__ import annotations
+
+import statistics
+
+#: other processes' share of the CPU above which a timing is marked as disturbed
+BUSY = 0.05
+
+
+def summarise(impl, times, others, n, floor, gflop) -> dict:
+    """One row: median epoch, throughput, GEMM floor fraction, disturbance."""
+    med = statistics.median(times)
+    busy = [o for o in others if o is not None]
+    return {"impl": impl.name, "s_per_epoch": med, "samples_per_s": n / med, "times": times,
+            "others_cpu": max(busy) if busy else None, "gemm_floor_s": floor,
+            "gemm_fraction": floor / med if floor else None, "gflop_per_epoch": gflop,
+            "input_layer_dx": impl.input_grad}
+
+
+def print_rows(rows) -> None:
+    print(f"\n{rows[0]['config']:<11} {'implementation':<22} {'s/epoch':>8} {'samples/s':>10} "
+          f"{'vs torch':>8} {'GEMM floor':>10} {'ops/step':>8} {'syncs/step':>10} "
+          f"{'val acc':>7} learned")
+    for r in rows:
+        vs = f"{r['vs_pytorch']:.2f}x" if r.get("vs_pytorch") else "-"
+        floor = f"{100 * r['gemm_fraction']:.0f}%" if r.get("gemm_fraction") else "-"
+        ops = r.get("ops_per_step", r.get("torch_ops_per_step"))
+        syncs = r.get("syncs_per_step")
+        busy = r.get("others_cpu")
+        mark = f"  (other processes used {100 * busy:.0f}% of the CPU)" if busy and busy > BUSY \
+            else ""
+        print(f"{'':<11} {r['impl']:<22} {r['s_per_epoch']:>8.3f} {r['samples_per_s']:>10,.0f} "
+              f"{vs:>8} {floor:>10} {'-' if ops is None else ops:>8} "
+              f"{'-' if syncs is None else syncs:>10} {r['accuracy']:>7.3f} "
+              f"{'yes' if r['learned'] else 'NO'}{mark}")
+    doctor = [r for r in rows if r["impl"].endswith("+ doctor")]
+    if doctor:
+        base = next(r for r in rows if r["impl"] == doctor[0]["impl"][:-len(" + doctor")])
+        overhead = doctor[0]["s_per_epoch"] / base["s_per_epoch"] - 1
+        base["doctor_overhead"] = overhead
+        print(f"{'':<11} doctor monitor overhead: {100 * overhead:+.1f}% of epoch time")
+
+
+def goals(result) -> list[dict]:
+    """Check the performance goals against this run; prints one line each."""
+    runs = result["runs"]
+    nnx_main = "nnx cuda" if result["workload"]["device"] == "cuda" else "nnx numpy"
+    out = []
+
+    def goal(text, value, ok, shown):
+        out.append({"goal": text, "value": value, "holds": bool(ok)})
+        print(f"  [{'ok' if ok else 'NO'}] {text}: {shown}")
+
+    print("\ngoals")
+    for cfg in ("sgdm b128", "sgdm b512", "adam b128", "adam b512"):
+        row = next((r for r in runs if r["config"] == cfg and r["impl"] == nnx_main), None)
+        if row and row.get("vs_pytorch"):
+            goal(f"{nnx_main} <= 0.8x PyTorch s/epoch, {cfg}", row["vs_pytorch"],
+                 row["vs_pytorch"] <= 0.8 and row["learned"], f"{row['vs_pytorch']:.2f}x")
+    for cfg in ("sgdm b512", "adam b512"):
+        row = next((r for r in runs if r["config"] == cfg and r["impl"] == nnx_main), None)
+        if row and row.get("gemm_fraction"):
+            goal(f"{nnx_main} >= 70% of the GEMM floor, {cfg}", row["gemm_fraction"],
+                 row["gemm_fraction"] >= 0.7, f"{100 * row['gemm_fraction']:.0f}%")
+    syncs = [r["syncs_per_step"] for r in runs if "syncs_per_step" in r]
+    if syncs:
+        goal("zero host syncs per nnx step", max(syncs), max(syncs) == 0, f"max {max(syncs)}")
+    mem = result.get("memory")
+    if mem and mem["epoch5_vs_epoch2"] is not None:
+        g = mem["epoch5_vs_epoch2"]
+        goal("peak RSS of epoch 5 within 5% of epoch 2", g, abs(g) <= 0.05, f"{100 * g:+.1f}%")
+    over = [r["doctor_overhead"] for r in runs if "doctor_overhead" in r]
+    if over:
+        goal("doctor monitor overhead <= 10% of step time", over[0], over[0] <= 0.10,
+             f"{100 * over[0]:+.1f}%")
+    bad = [f"{r['impl']} ({r['config']})" for r in runs if not r["learned"]]
+    goal("every implementation learned", bad, not bad, "yes" if not bad else
+         "not: " + ", ".join(bad) + " (their times do not count)")
+    busy = [r["others_cpu"] for r in runs if r.get("others_cpu") is not None]
+    if busy and max(busy) > BUSY:
+        print(f"  note: other processes took up to {100 * max(busy):.0f}% of the CPU while "
+              "epochs were timed; rerun on an idle machine for numbers to quote")
+    return out
