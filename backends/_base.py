@@ -35,6 +35,8 @@ class Backend:
     device : the library's device object, passed as ``device=`` on creation.
     has_float64 : False on devices without double precision (MPS, strict no_float64).
     inplace : True when arrays can be updated in place (``x -= y``).
+    fast : the library's ``out=`` functions (:class:`backends.fast.OutKernels`), which
+        optimizers use to skip temporaries; None where the library has none.
     """
 
     name: str
@@ -43,6 +45,7 @@ class Backend:
     device: Any
     has_float64: bool = True
     inplace: bool = True
+    fast: Any = None
     _to_numpy: Callable[[Any], np.ndarray] = field(default=np.asarray, repr=False)
     _sync: Callable[[], None] = field(default=lambda: None, repr=False)
     _device_rng: Callable[[int], Any] | None = field(default=None, repr=False)

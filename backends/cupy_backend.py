@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._base import Backend, BackendUnavailable
+from .fast import OutKernels
 
 NAME = "cupy"
 PACKAGE = "cupy-cuda12x or cupy-cuda13x (pip install 'nnx-trainer[cuda12]')"
@@ -61,6 +62,6 @@ def make(device: str | None = None) -> Backend:
         name=NAME, label=f"cuda:{index}", xp=xp, device=dev,
         _to_numpy=lambda x: cupy.asnumpy(x),
         _sync=lambda: cupy.cuda.get_current_stream().synchronize(),
-        _device_rng=CupyRng,
+        _device_rng=CupyRng, fast=OutKernels.of(cupy, "cupy"),
         details=f"CuPy {cupy.__version__}, {name}",
     )

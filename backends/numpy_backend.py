@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._base import Backend, BackendUnavailable
+from .fast import OutKernels
 
 NAME = "numpy"
 PACKAGE = "numpy"
@@ -23,5 +24,5 @@ def make(device: str | None = None) -> Backend:
         name=NAME, label="numpy", xp=xp, device="cpu",
         # a copy, like every other backend: callers may keep it while training goes on
         _to_numpy=lambda x: np.array(x, copy=True),
-        details=f"NumPy {np.__version__}, CPU",
+        details=f"NumPy {np.__version__}, CPU", fast=OutKernels.of(np, "numpy"),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._base import Backend, BackendUnavailable
+from .fast import OutKernels
 
 NAME = "torch"
 PACKAGE = "torch (pip install 'nnx-trainer[torch]')"
@@ -64,6 +65,6 @@ def make(device: str | None = None) -> Backend:
         name=NAME, label=label, xp=xp, device=dev, has_float64=dev.type != "mps",
         # always a copy: .cpu().numpy() of a CPU tensor would share its memory
         _to_numpy=lambda x: x.detach().to("cpu", copy=True).numpy(),
-        _sync=sync, _device_rng=TorchRng,
+        _sync=sync, _device_rng=TorchRng, fast=OutKernels.of_torch(),
         details=f"PyTorch {torch.__version__}, {dev}, {torch.get_num_threads()} threads",
     )
