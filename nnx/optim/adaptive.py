@@ -96,6 +96,17 @@ class Adam(Optimizer):
         inplace.mul_(state, "v", b2)
         inplace.add_(state, "v", grads[k])
         step_size = lr / (1.0 - b1 ** self.t)
+        fast = self._fast_for(grads[k])
+        if fast is not None:
+            # the same operations with g as the buffer: no temporary, no copy of m
+            g = grads[k]
+            fast.sqrt(state["v"], out=g)
+            g /= math.sqrt(1.0 - b2 ** self.t)
+            g += self.eps
+            fast.divide(state["m"], g, out=g)
+            g *= step_size
+            inplace.sub_(params, k, g)
+            return
         tmp = {"denom": xp.sqrt(state["v"])}  # the one temporary
         inplace.div_(tmp, "denom", math.sqrt(1.0 - b2 ** self.t))
         inplace.add_(tmp, "denom", self.eps)

@@ -9,7 +9,9 @@ Python floats, and clipping scales the gradients by a 0-d device array.
 Updates go through :mod:`nnx.inplace`: in place on NumPy, CuPy, torch and
 array-api-strict, reassigned on libraries whose arrays are immutable. Once a
 gradient has been used it serves as scratch space for the update, so most
-updates allocate no parameter-sized temporary on NumPy.
+updates allocate no parameter-sized temporary on NumPy. Where the model's
+backend registers ``out=`` functions (``backend.fast``: NumPy, CuPy, torch),
+SGD with momentum and Adam use them to fold a copy into the next operation.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class Optimizer:
         #: "dense_0.w" -> {"m": array, ...}
         self.state: dict[str, dict] = {}
         self._loaded = False
+        self._fast = None
 
     def step(self, model) -> None:
         """Update every parameter of ``model`` from its gradient, then zero the gradients.
@@ -121,6 +124,8 @@ class Optimizer:
         ``Sequential``), or is that list itself.
         """
         groups = model.parameters() if hasattr(model, "parameters") else model
+        # the backend's out= functions (backends.fast), when the model has a backend
+        self._fast = getattr(getattr(model, "backend", None), "fast", None)
         lr = check_lr(self.lr, allow_zero=True)
         if self._loaded:
             self._check_loaded(groups)
@@ -141,6 +146,17 @@ class Optimizer:
     def _update(self, params: dict, grads: dict, k: str, state: dict, lr: float) -> None:
         """Apply the update to ``params[k]``; ``grads[k]`` may be used as scratch."""
         raise NotImplementedError
+
+    def _fast_for(self, *arrays):
+        """The backend's ``out=`` functions when every array can be written, else None.
+
+        They compute the same operations as the standard path (bitwise equal
+        results) with fewer temporaries and passes over memory.
+        """
+        fast = self._fast
+        if fast is None or not all(inplace.writeable(a) for a in arrays):
+            return None
+        return fast
 
     def _slots(self, name: str, p) -> dict:
         state = self.state.get(name)

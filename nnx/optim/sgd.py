@@ -40,6 +40,11 @@ class SGD(Optimizer):
             inplace.add_(state, "m", grads[k])
             if self.nesterov:
                 inplace.add_(grads, k, mu * state["m"])  # the one temporary
+            elif (fast := self._fast_for(grads[k])) is not None:
+                # g = lr * m in one pass instead of a copy and a scaling
+                fast.multiply(state["m"], lr, out=grads[k])
+                inplace.sub_(params, k, grads[k])
+                return
             else:
                 inplace.copy_(grads, k, state["m"])
         # the gradient buffer is free now: scale it in place rather than allocate lr * g

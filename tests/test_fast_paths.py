@@ -1,0 +1,117 @@
+"""Backend fast paths (``backend.fast``) give bitwise the results of the standard path.
+
+Each backend that registers ``out=`` functions is compared with a copy of
+itself whose ``fast`` is None: the kernels one by one, then whole training
+runs with every optimizer that uses them. The fast path must also stay off
+where it cannot write (read-only arrays) and be used where it can.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from conftest import GPU_DEVICES, get_backend_or_skip
+
+import nnx
+from backends.counting import counting_backend
+
+FAST_DEVICES = [pytest.param(d, marks=[pytest.mark.gpu] if d in GPU_DEVICES else [])
+                for d in ("numpy", "torch", "cuda", "torch:cuda")]
+
+
+@pytest.fixture(params=FAST_DEVICES)
+def pair(request):
+    """(backend with its fast path, the same backend without it)."""
+    fast = get_backend_or_skip(request.param)
+    assert fast.fast is not None, f"{fast.label} registers no fast path"
+    return fast, dataclasses.replace(fast, fast=None, label=f"{fast.label}-standard")
+
+
+def _host(backend, a):
+    return backend.to_numpy(a)
+
+
+def test_strict_has_no_fast_path():
+    assert get_backend_or_skip("strict").fast is None
+    assert get_backend_or_skip("strict:device1").fast is None
+
+
+def test_out_kernels_equal_the_expressions(pair):
+    backend, _ = pair
+    xp, f = backend.xp, backend.fast
+    rng = np.random.default_rng(0)
+    a = backend.asarray(rng.standard_normal((33, 17)), "float32")
+    b = backend.asarray(rng.random((33, 17)) + 0.5, "float32")
+    cases = [(lambda o: f.multiply(a, b, out=o), a * b),
+             (lambda o: f.multiply(a, 0.37, out=o), a * 0.37),
+             (lambda o: f.divide(a, b, out=o), a / b), (lambda o: f.sqrt(b, out=o), xp.sqrt(b))]
+    for kernel, want in cases:
+        out = xp.zeros_like(a)
+        kernel(out)
+        np.testing.assert_array_equal(_host(backend, out), _host(backend, want))
+    # the output may be an input
+    c = xp.asarray(b, copy=True)
+    f.divide(a, c, out=c)
+    np.testing.assert_array_equal(_host(backend, c), _host(backend, a / b))
+
+
+OPTIMIZERS = {
+    "momentum": lambda: nnx.SGD(0.05, momentum=0.9),
+    "momentum+wd+clip": lambda: nnx.SGD(0.05, momentum=0.9, weight_decay=1e-3, clip_norm=0.5),
+    "nesterov": lambda: nnx.SGD(0.05, momentum=0.9, nesterov=True),
+    "adam": lambda: nnx.Adam(3e-3),
+    "adamw+l2": lambda: nnx.AdamW(3e-3, l2=1e-3),
+}
+
+
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+def test_training_is_bitwise_equal_with_and_without_the_fast_path(pair, opt):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((96, 5)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
+    weights, losses = [], []
+    for backend in pair:
+        tr = nnx.Trainer(nnx.mlp([5, 16, 3]), "cross_entropy", OPTIMIZERS[opt](),
+                         device=backend)
+        losses.append(tr.fit(x, y, epochs=3, batch_size=16)["loss"])
+        weights.append({**tr.model.get_weights(), **tr.optimizer.state_dict(backend)})
+    assert losses[0] == losses[1]
+    assert weights[0].keys() == weights[1].keys()
+    for k, v in weights[0].items():
+        np.testing.assert_array_equal(v, weights[1][k], err_msg=k)
+
+
+def test_the_fast_path_is_used_where_it_can_write():
+    backend = counting_backend(get_backend_or_skip("numpy"))
+    x = np.random.default_rng(2).standard_normal((64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    for opt, kernels in [(nnx.SGD(0.1, momentum=0.9), {"multiply"}),
+                         (nnx.Adam(1e-3), {"sqrt", "divide"})]:
+        backend.counts.by_name.clear()
+        nnx.Trainer(nnx.mlp([4, 8, 2]), "cross_entropy", opt, device=backend).fit(
+            x, y, epochs=1, batch_size=16)
+        used = {k for k in kernels if backend.counts.by_name.get(k, 0) >= 4 * 4}
+        assert used == kernels, backend.counts.by_name
+
+
+def test_read_only_arrays_take_the_standard_path():
+    """NumPy arrays that cannot be written are updated by reassignment, as before."""
+    backend = get_backend_or_skip("numpy")
+    results = []
+    for read_only in (False, True):
+        model = nnx.mlp([3, 4, 2]).init(backend, 0)
+        opt = nnx.Adam(1e-2)
+        x = np.linspace(-1, 1, 24, dtype=np.float32).reshape(8, 3)
+        for _ in range(3):
+            out, backward = model.forward(x, train=True)
+            backward(out * (1.0 / 8), need_dx=False)
+            if read_only:
+                for _, _, grads in model.parameters():
+                    for g in grads.values():
+                        g.flags.writeable = False
+            opt.step(model)
+        results.append(model.get_weights())
+    for k in results[0]:
+        np.testing.assert_array_equal(results[0][k], results[1][k], err_msg=k)
