@@ -115,3 +115,18 @@ def test_read_only_arrays_take_the_standard_path():
         results.append(model.get_weights())
     for k in results[0]:
         np.testing.assert_array_equal(results[0][k], results[1][k], err_msg=k)
+
+
+def test_relu_of_wide_rows_equals_max_with_zero(backend):
+    """relu takes a faster route for rows of 32 or more; the values must not change."""
+    xp = backend.xp
+    rng = np.random.default_rng(3)
+    for shape in [(4, 40), (3, 31), (64,), (2, 3, 33)]:
+        host = rng.standard_normal(shape).astype(np.float32)
+        host.flat[:4] = [-np.inf, np.inf, -0.0, np.nan]
+        z = backend.asarray(host, "float32")
+        a = nnx.activations.relu(z)
+        assert a.dtype == z.dtype and a.device == z.device and tuple(a.shape) == shape
+        want = np.maximum(host, np.float32(0))
+        np.testing.assert_array_equal(backend.to_numpy(a), want)
+        assert backend.to_numpy(xp.maximum(z, 0.0)).tobytes() == backend.to_numpy(a).tobytes()
