@@ -207,7 +207,7 @@ def main(argv=None) -> int:
         try:
             print(f"GPU: {backends.get('cuda').describe()}")
         except backends.BackendUnavailable as exc:
-            print(f"error: --device cuda: {exc}", file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr)
             return 2
     try:
         import torch  # noqa: F401

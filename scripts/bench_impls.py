@@ -144,16 +144,40 @@ class TorchImpl:
             acc = float((out.argmax(1) == yt).float().mean())
         return loss, acc
 
+    #: ATen operations that make views or read metadata: no kernel, as nnx's count
+    VIEWS = frozenset({"aten::t", "aten::view", "aten::detach", "aten::slice", "aten::transpose",
+                       "aten::expand", "aten::as_strided", "aten::alias", "aten::unsqueeze",
+                       "aten::squeeze", "aten::select", "aten::permute", "aten::_unsafe_view"})
+
     def ops_per_step(self) -> int | None:
-        """Top-level aten operations of one training step, from PyTorch's profiler."""
+        """ATen operations of one training step, from PyTorch's profiler.
+
+        Counts each outermost ``aten::`` call (one that no other ATen call
+        contains: autograd's backward functions and the optimizer's loop are
+        looked into), leaving out views; the difference between profiles of
+        three steps and of two, so that the epoch's shuffle does not count.
+        """
         try:
             from torch.profiler import ProfilerActivity, profile
+        except ImportError:
+            return None
 
+        def ops(steps):
             with profile(activities=[ProfilerActivity.CPU]) as prof:
-                self._steps(1)
-            return sum(1 for e in prof.events() if e.cpu_parent is None
-                       and e.name.startswith("aten::"))
-        except Exception:  # profiler unavailable in this build
+                self._steps(steps)
+            n = 0
+            for e in prof.events():
+                if not e.name.startswith("aten::") or e.name in self.VIEWS:
+                    continue
+                p = e.cpu_parent
+                while p is not None and not p.name.startswith("aten::"):
+                    p = p.cpu_parent
+                n += p is None
+            return n
+
+        try:
+            return ops(3) - ops(2)
+        except Exception:  # the profiler is unavailable in this build
             return None
 
 
