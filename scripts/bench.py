@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark nnx against PyTorch and a course-style NumPy loop on an MNIST-shaped MLP.
 
-    python scripts/bench.py                 # 60,000 samples, median of 3 epochs
-    python scripts/bench.py --quick         # 12,000 samples, about two minutes
+    python scripts/bench.py                 # 60,000 samples, median of 5 epochs (about 7 minutes)
+    python scripts/bench.py --quick         # 12,000 samples, 2 epochs, under two minutes
     python scripts/bench.py --device cuda   # nnx on CuPy and torch:cuda, PyTorch CUDA
     python scripts/bench.py --native-blas   # let OpenBLAS pick its kernel (see below)
 
@@ -193,14 +193,14 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=None, help="training samples "
                         "(default 60000, or 12000 with --quick)")
     parser.add_argument("--repeats", type=int, default=None, help="timed epochs per "
-                        "implementation (default 3, or 2 with --quick)")
+                        "implementation (default 5, or 2 with --quick)")
     parser.add_argument("--native-blas", action="store_true", help="unset OPENBLAS_CORETYPE "
                         "and OPENBLAS_L2_SIZE for this run, so OpenBLAS picks its own kernel")
     parser.add_argument("--json", default=os.path.join("bench-results", "bench.json"),
                         help="where to write the results (default bench-results/bench.json)")
     args = parser.parse_args(argv)
     args.samples = args.samples or (12000 if args.quick else 60000)
-    args.repeats = args.repeats or (2 if args.quick else 3)
+    args.repeats = args.repeats or (2 if args.quick else 5)
     import backends
 
     if args.device == "cuda":
