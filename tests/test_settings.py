@@ -1,0 +1,238 @@
+"""Run settings: layered resolution with sources, TOML errors, and property tests.
+
+The property tests feed random names, values, TOML text and arrays to the
+settings checker, the resolver and the trainer's data check: each call must
+succeed or raise an :class:`nnx.errors.NnxError`, never anything else.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import nnx
+from nnx import config as cfg
+from nnx.errors import ConfigError, NnxError
+
+PROPS = settings(max_examples=50, deadline=None,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+def _values(resolved):
+    return {k: v["value"] for k, v in resolved.items()}
+
+
+def _sources(resolved):
+    return {k: v["source"] for k, v in resolved.items()}
+
+
+# --- resolution ----------------------------------------------------------------------------
+
+
+def test_layers_defaults_dataset_toml_flags(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('dataset = "spirals"\nepochs = 7\nlr = 0.05\n[model]\nhidden = "8,8"\n'
+                    'out = "runs/a"\n')
+    r = cfg.resolve({"lr": 0.2, "seed": None}, toml)
+    v, src = _values(r), _sources(r)
+    assert set(r) == set(cfg.BY_NAME)
+    assert (v["optimizer"], src["optimizer"]) == ("adam", "default")
+    assert (v["batch_size"], src["batch_size"]) == (32, "dataset")  # spirals' default
+    assert (v["epochs"], src["epochs"]) == (7, "config file")
+    assert (v["hidden"], src["hidden"]) == ("8,8", "config file")
+    assert (v["lr"], src["lr"]) == (0.2, "flag")  # a flag beats the file
+    assert (v["seed"], src["seed"]) == (0, "default")  # None flags are "not given"
+    assert v["out"] == str(tmp_path / "runs" / "a")  # relative to the config file
+
+
+def test_dataset_defaults_follow_the_dataset_chosen_anywhere(tmp_path):
+    assert _values(cfg.resolve({}))["hidden"] == cfg.DATASET_DEFAULTS["digits"]["hidden"]
+    assert _values(cfg.resolve({"dataset": "xor"}))["hidden"] == "16,16"
+    toml = tmp_path / "c.toml"
+    toml.write_text('dataset = "moons"\n')
+    assert _values(cfg.resolve({}, toml))["hidden"] == "32,32"
+    previous = {"dataset": "blobs", "epochs": 3}
+    r = cfg.resolve({"epochs": 5}, None, previous)
+    assert _sources(r)["dataset"] == "resumed run" and _values(r)["hidden"] == "32"
+    assert (_values(r)["epochs"], _sources(r)["epochs"]) == (5, "flag")
+
+
+@pytest.mark.parametrize("body, words", [
+    ("epochs = = 3\n", ["not valid TOML"]),
+    ("epochz = 3\n", ["unknown setting 'epochz'", "did you mean 'epochs'"]),
+    ('epochs = "many"\n', ["'epochs' must be int", "str"]),
+    ("standardize = 1\n", ["'standardize' must be bool"]),
+    ("lr = true\n", ["'lr' must be"]),
+    ('data_dir = "../../etc"\n', ["escapes"]),
+    ('out = "a/../../b"\n', ["escapes"]),
+    ("epochs = 0\n", ["epochs must be at least 1"]),
+    ('optimizer = "adagrad"\n', ["optimizer", "adam"]),
+])
+def test_toml_errors_are_config_errors_naming_the_problem(tmp_path, body, words):
+    toml = tmp_path / "bad.toml"
+    toml.write_text(body)
+    with pytest.raises(ConfigError) as err:
+        cfg.resolve({}, toml)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_missing_and_unreadable_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        cfg.load_toml(tmp_path / "nope.toml")
+    (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00epochs = 3")
+    with pytest.raises(ConfigError):
+        cfg.load_toml(tmp_path / "bin.toml")
+
+
+def test_absolute_paths_in_a_config_file_are_kept(tmp_path):
+    toml = tmp_path / "c.toml"
+    elsewhere = tmp_path.parent / "elsewhere"
+    toml.write_text(f'data_dir = "{elsewhere.as_posix()}"\n')
+    assert cfg.load_toml(toml)["data_dir"] == elsewhere.as_posix()
+
+
+@pytest.mark.parametrize("text, sizes", [("256,128", [256, 128]), (" 8 , 4 ", [8, 4]),
+                                         ("", []), ([3, 2], [3, 2])])
+def test_hidden_sizes(text, sizes):
+    assert cfg.hidden_sizes(text) == sizes
+
+
+@pytest.mark.parametrize("bad", ["0", "abc", "-5", "8,,x", "1.5", [2.5], [0]])
+def test_bad_hidden_sizes(bad):
+    with pytest.raises(ConfigError, match="hidden sizes"):
+        cfg.hidden_sizes(bad)
+
+
+# --- properties: settings ------------------------------------------------------------------
+
+_ANY = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
+                 st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+                 st.lists(st.integers(-5, 300), max_size=4))
+_NAMES = st.one_of(st.sampled_from(sorted(cfg.BY_NAME)), st.text(max_size=15))
+
+
+@PROPS
+@given(name=_NAMES, value=_ANY)
+def test_check_value_succeeds_or_raises_a_config_error(name, value):
+    try:
+        assert cfg.check_value(name, value, "test") is value
+    except ConfigError as exc:
+        assert str(exc).startswith("test:")
+
+
+@PROPS
+@given(flags=st.dictionaries(_NAMES, _ANY, max_size=5))
+def test_resolve_succeeds_or_raises_an_nnx_error(flags):
+    try:
+        r = cfg.resolve(flags)
+    except NnxError:
+        return
+    for k, v in flags.items():
+        if v is not None:
+            assert r[k] == {"value": r[k]["value"], "source": "flag"}
+
+
+_TOML_LINES = st.one_of(
+    st.builds(lambda k, v: f"{k} = {v}", st.sampled_from(sorted(cfg.BY_NAME) + ["x", "lr-x"]),
+              st.one_of(st.integers(-3, 500).map(str), st.sampled_from(
+                  ['"full"', '"relu"', '"abc"', "true", "1.5", "nan", "inf", '"../up"', "[1, 2]",
+                   '"8,8"', '"sgd"', "-0.1", '""']))),
+    st.text(max_size=15))
+
+
+@PROPS
+@given(lines=st.lists(_TOML_LINES, max_size=4))
+def test_toml_text_succeeds_or_raises_an_nnx_error(tmp_path_factory, lines):
+    path = tmp_path_factory.mktemp("toml") / "c.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        cfg.resolve({}, path)
+    except NnxError:
+        pass
+
+
+# --- properties: the trainer's data check --------------------------------------------------
+
+_DTYPES = st.sampled_from([np.float32, np.float64, np.float16, np.int64, np.int8, np.uint8,
+                           np.bool_, np.complex64, np.str_])
+
+
+@st.composite
+def _arrays(draw, rows):
+    dtype = draw(_DTYPES)
+    ndim = draw(st.integers(0, 3))
+    shape = tuple([rows] + [draw(st.integers(0, 4)) for _ in range(ndim - 1)]) if ndim else ()
+    if dtype is np.str_:
+        return np.full(shape, "a")
+    a = draw(hnp.arrays(dtype, shape, elements=None if dtype in (np.bool_, np.complex64) else
+                        hnp.from_dtype(np.dtype(dtype), allow_nan=True, allow_infinity=True)
+                        if np.dtype(dtype).kind == "f" else
+                        hnp.from_dtype(np.dtype(dtype))))
+    return a
+
+
+@st.composite
+def _pairs(draw):
+    n = draw(st.integers(0, 6))
+    if draw(st.booleans()):  # near-valid: (n, 3) features and small integer or float labels
+        x = draw(hnp.arrays(draw(st.sampled_from([np.float32, np.float64, np.int64])), (n, 3),
+                            elements=st.integers(-100, 100)))
+        y = np.asarray(draw(st.lists(st.sampled_from([0, 1, 2, 3, -1, 0.5]), min_size=n,
+                                     max_size=n)), dtype=draw(st.sampled_from(["int64",
+                                                                                "float64"])))
+    else:
+        x = draw(_arrays(n))
+        y = draw(_arrays(draw(st.sampled_from([n, n, n + 1]))))
+    if draw(st.booleans()) and x.size and x.dtype.kind == "f":
+        x = x.copy()
+        flat = x.reshape(-1)
+        flat[draw(st.integers(0, flat.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trainers():
+    return {loss: nnx.Trainer(nnx.mlp([3, 4, 3 if loss != "bce" else 1]), loss)
+            for loss in ("cross_entropy", "mse", "bce")}
+
+
+@PROPS
+@given(pair=_pairs(), loss=st.sampled_from(["cross_entropy", "mse", "bce"]))
+def test_trainer_data_check_succeeds_or_raises_an_nnx_error(trainers, pair, loss):
+    from nnx.train.data import check_xy
+
+    x, y = pair
+    tr = trainers[loss]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            xc, yc = check_xy(tr, x, y, "training data")
+        except NnxError as exc:
+            assert "training data" in str(exc) or "numeric" in str(exc)
+            return
+    assert xc.shape == (len(yc), 3) and np.isfinite(xc.astype(np.float64)).all()
+    if loss == "cross_entropy" and yc.ndim == 1:
+        assert yc.dtype == np.int64 and (0 <= yc).all() and (yc < 3).all()
+    if loss == "mse":
+        assert yc.ndim == 2 and np.isfinite(yc).all()
+
+
+@PROPS
+@given(pair=_pairs())
+def test_fit_succeeds_or_raises_an_nnx_error(pair):
+    x, y = pair
+    tr = nnx.Trainer(nnx.mlp([3, 3]), "cross_entropy", nnx.SGD(0.1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            h = tr.fit(x, y, epochs=1, batch_size=2)
+        except NnxError:
+            return
+    assert len(h) == 1 and math.isfinite(h["loss"][0])
