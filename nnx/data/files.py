@@ -101,6 +101,28 @@ def _numeric_row(line: str) -> bool:
         return False
 
 
+def _n_classes(labels: np.ndarray, path: str) -> int:
+    """Number of classes for checked int64 labels 0..C-1: a label too large to be a class index is a
+    DataError (it would size the output layer); classes without examples are warned about."""
+    import warnings
+
+    n_classes = int(labels.max()) + 1
+    if n_classes > labels.shape[0]:
+        i = int(np.argmax(labels == labels.max()))
+        raise DataError(f"{path}: label {int(labels.max())} in row {i} is out of range: "
+                        f"{labels.shape[0]} examples cannot cover {n_classes} classes. Class "
+                        "labels must be 0, 1, ..., C-1; renumber them (np.unique(y, "
+                        "return_inverse=True))")
+    present = np.unique(labels)
+    if len(present) < n_classes:
+        missing = sorted(set(range(n_classes)) - set(present.tolist()))
+        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        warnings.warn(f"{path}: labels go up to {n_classes - 1} but classes {shown} have no "
+                      f"examples; the model gets {n_classes} outputs. Renumber the labels "
+                      "0..C-1 if that is not intended", stacklevel=3)
+    return n_classes
+
+
 def load_file(path, *, seed: int = 0, rng=None, test_fraction: float = 0.2,
               task: str | None = None) -> Dataset:
     """Load a ``.npz`` or ``.csv`` file into a :class:`Dataset`.
@@ -130,9 +152,10 @@ def load_file(path, *, seed: int = 0, rng=None, test_fraction: float = 0.2,
     task = task or _guess_task(y)
     x, y, one_hot = check_xy(_prepare_x(x, path, meta), y, task, where=path)
     meta["one_hot"] = one_hot
-    n_classes = int(y.max()) + 1 if task == "classification" else None
+    classify = task == "classification"
     name = os.path.basename(path)
     if test is None:
+        n_classes = _n_classes(y, path) if classify else None
         return split_dataset(name, x, y, test_fraction=test_fraction,
                              rng=as_generator(rng, seed), n_classes=n_classes, task=task,
                              meta=meta)
@@ -143,9 +166,8 @@ def load_file(path, *, seed: int = 0, rng=None, test_fraction: float = 0.2,
     xt, yt, _ = check_xy(_prepare_x(xt, path, {}), yt, task, where=f"{path} (test arrays)")
     if xt.shape[1] != x.shape[1]:
         raise DataError(f"{path}: x has {x.shape[1]} features but x_test has {xt.shape[1]}")
-    if task == "classification":
-        n_classes = max(n_classes, int(yt.max()) + 1)
-    elif yt.shape[1] != y.shape[1]:
+    n_classes = _n_classes(np.concatenate([y, yt]), path) if classify else None
+    if not classify and yt.shape[1] != y.shape[1]:
         raise DataError(f"{path}: y has {y.shape[1]} target columns but y_test has "
                         f"{yt.shape[1]}")
     return Dataset(x, y, xt, yt, name, n_classes, task, meta)
