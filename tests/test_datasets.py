@@ -285,3 +285,19 @@ def test_csv_loading_with_and_without_a_header(tmp_path):
     bad.write_text("1,2,0\n1,x,1\n")
     with pytest.raises(DataError, match="numeric CSV"):
         load(str(bad))
+
+
+def test_uncompressed_copies_under_either_name_are_verified(tmp_path):
+    files = _mnist_files(tmp_path / "gz")
+    plain = {name[:-3]: gzip.decompress(body) for name, body in files.items()}
+    checksums = {name: hashlib.sha256(body).hexdigest() for name, body in plain.items()}
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, body in plain.items():  # the dotted spelling some mirrors use
+        (data / name.replace("-idx", ".idx", 1)).write_bytes(body)
+    ds = load_mnist("mnist", data_dir=data, checksums=checksums, download=False)
+    assert ds.x_train.shape == (20, 784)
+    first = data / "train-images.idx3-ubyte"
+    first.write_bytes(first.read_bytes()[:-1] + b"\x01")
+    with pytest.raises(ChecksumError, match="train-images.idx3-ubyte"):
+        load_mnist("mnist", data_dir=data, checksums=checksums, download=False)

@@ -85,10 +85,12 @@ def find_files(directory, checksums: dict) -> dict[str, Path]:
     """
     found = {}
     for name in FILES:
+        plain = name[: -len(".gz")]
         for candidate in _candidates(name):
             path = Path(directory) / candidate
             if path.is_file():
-                verify(path, checksums.get(candidate))
+                # ``train-images.idx3-ubyte`` holds the same bytes as ``train-images-idx3-ubyte``
+                verify(path, checksums.get(candidate, checksums.get(plain)))
                 found[name] = path
                 break
     return found
