@@ -8,7 +8,8 @@ Two ways to count, both recording the same :class:`Counts`:
   reads, basic slicing and dtype queries are not. Device-to-host transfers and
   synchronisations are counted apart as *syncs*: ``__float__``, ``__bool__``,
   ``__int__``, ``__index__``, ``__complex__``, ``__array__``, ``__dlpack__``,
-  ``item``, ``tolist`` and ``Backend.to_numpy``. Build the model and Trainer on
+  ``item``, ``tolist``, printing, ``get`` (CuPy), ``cpu``/``numpy`` (torch) and
+  ``Backend.to_numpy``. Build the model and Trainer on
   the wrapped backend; the backend's fast paths are counted too, one op a call.
 - :func:`count` counts on an *unmodified* array-api-strict backend, where every
   array operation is a Python call into ``array_api_strict``: it records the
@@ -32,6 +33,8 @@ NOT_OPS = frozenset({"ndim", "shape", "dtype", "device", "size", "mT", "T",
                      "__array_namespace_info__"})
 SYNC_NAMES = frozenset({"__float__", "__bool__", "__int__", "__index__", "__array__",
                         "__complex__", "__dlpack__", "item", "tolist", "to_numpy"})
+#: also host reads when called on an array: CuPy's get, torch's cpu/numpy, printing
+PROXY_SYNCS = SYNC_NAMES | {"get", "cpu", "numpy", "__repr__", "__str__", "__format__"}
 
 
 @dataclass
@@ -87,8 +90,6 @@ class CountingArray:
     def __len__(self) -> int:
         return len(self._a)
 
-    def __repr__(self) -> str:
-        return f"CountingArray({self._a!r})"
 
     def __getitem__(self, key):
         return self._ns._wrap(self._a[_unwrap(key)])
@@ -101,7 +102,7 @@ class CountingArray:
         value = getattr(self._a, name)
         if not callable(value):
             return value
-        return self._ns._function(name, value, sync=name in SYNC_NAMES)
+        return self._ns._function(name, value, sync=name in PROXY_SYNCS)
 
 
 def _operator(name: str, kind: str):
@@ -132,7 +133,7 @@ for _f in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__", "__neg__"
            "__abs__", "__invert__"):
     setattr(CountingArray, _f, _operator(_f, "op"))
 for _f in ("__float__", "__int__", "__bool__", "__index__", "__complex__", "__array__",
-           "__dlpack__"):
+           "__dlpack__", "__repr__", "__str__", "__format__"):
     setattr(CountingArray, _f, _operator(_f, "sync"))
 CountingArray.__hash__ = None
 

@@ -156,3 +156,14 @@ def test_a_read_inside_a_step_is_caught(counted):
     tr = nnx.Trainer(nnx.mlp([6, 8, 3]), "cross_entropy", "sgd", lr=0.05, device=counted)
     tr.fit(x, y, epochs=1, batch_size=32, callbacks=[_ReadsEveryStep(), marks])
     assert [s for _, s in _per_step(marks)] == [1] * 6
+
+
+def test_printing_and_library_transfers_count_as_reads(counted):
+    c = counted.counts
+    a = counted.asarray(np.ones((2, 2), dtype=np.float32), "float32")
+    before = c.syncs
+    text = f"{a!r} {a}"
+    assert "1" in text and c.syncs - before == 2
+    if counted.name == "torch":
+        a.cpu()
+        assert c.syncs - before == 3
