@@ -150,6 +150,8 @@ def run(args) -> int:
         x_train, x_test = _standardize(x_train, x_test)
     model, loss = _build_model(cfg, ds)
     trainer, callbacks = _build_trainer(cfg, model, loss, backend, out, ds, args)
+    if args.resume:
+        _check_resumable(checkpoint, trainer.model)
     if cfg["lr_find"] and not args.resume:
         _lr_find(cfg, resolved, trainer, loss, x_train, ds, out, args)
     out.write_config(resolved, extra={"backend": backend.describe(), "dataset": repr(ds)})
@@ -197,6 +199,14 @@ def _resume_source(path):
             raise ConfigError(f"{config_file} is damaged ({exc}); pass the settings as flags "
                               "and the checkpoint file to --resume") from None
     return previous, ckpt
+
+
+def _check_resumable(path, model) -> None:
+    """Refuse a damaged checkpoint, or one of another architecture, before the run
+    directory's config.json is rewritten: a mistaken --resume must leave the run resumable."""
+    from .checkpoint import _check_same_architecture, load_checkpoint
+
+    _check_same_architecture(model, load_checkpoint(path)["meta"]["architecture"], path)
 
 
 def _default_out(dataset: str) -> str:
