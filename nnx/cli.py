@@ -230,9 +230,15 @@ def _build_model(cfg, ds):
     loss = get_loss(loss_name)
     if loss.task != ds.task:
         if ds.task == "regression":
+            import numpy as np
+
+            y = np.concatenate([ds.y_train.reshape(-1), ds.y_test.reshape(-1)])
+            odd = y[(y != np.round(y)) | ~np.isfinite(y)]
+            example = f" (e.g. {odd[0]:g})" if odd.size else ""
             raise DataError(f"loss {loss.name} needs integer class labels 0..C-1, but the "
-                            f"targets of {ds.name} are not whole numbers (read as regression); "
-                            "fix the labels, or use --loss mse for regression")
+                            f"targets of {ds.name} are not whole numbers{example}, so they were "
+                            "read as regression; fix the labels, or use --loss mse for "
+                            "regression")
         raise ConfigError(f"loss {loss.name} is for regression but dataset {ds.name} has class "
                           "labels; use --loss cross_entropy")
     if ds.task == "classification":
