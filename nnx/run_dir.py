@@ -39,10 +39,21 @@ class RunDir:
             probe = path / f".write-test-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
+            if resume:
+                cls._remove_stale_temporaries(path)
         except OSError as exc:
             raise ConfigError(f"cannot write to the output directory {path} "
                               f"({exc.strerror or exc}); choose a writable --out") from None
         return cls(path)
+
+    @staticmethod
+    def _remove_stale_temporaries(path: Path) -> None:
+        """Delete temporary files left by a run killed during an atomic write (``.name.tmp-PID``
+        of a process that is gone): they were never renamed, so nothing reads them."""
+        for tmp in path.glob(".*.tmp-*"):
+            pid = tmp.name.rsplit(".tmp-", 1)[1].split(".", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
 
     def write_config(self, resolved: dict, extra: dict | None = None) -> None:
         doc = {"settings": resolved, **(extra or {})}
@@ -50,3 +61,16 @@ class RunDir:
 
     def write_summary(self, summary: dict) -> None:
         atomic_write(self.summary, json.dumps(summary, indent=2).encode("utf-8"))
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts as alive)."""
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) would end it
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
