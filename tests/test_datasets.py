@@ -301,3 +301,16 @@ def test_uncompressed_copies_under_either_name_are_verified(tmp_path):
     first.write_bytes(first.read_bytes()[:-1] + b"\x01")
     with pytest.raises(ChecksumError, match="train-images.idx3-ubyte"):
         load_mnist("mnist", data_dir=data, checksums=checksums, download=False)
+
+
+def test_labels_that_cannot_be_class_indices(tmp_path):
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    y = np.zeros(40)
+    y[-1] = 2.0 ** 40  # would ask for an output layer of 2**40 units
+    np.savez(tmp_path / "huge.npz", x=x, y=y)
+    with pytest.raises(DataError, match="out of range"):
+        load_file(tmp_path / "huge.npz")
+    np.savez(tmp_path / "gap.npz", x=x, y=np.r_[np.zeros(20), np.full(20, 4)])
+    with pytest.warns(UserWarning, match="classes 1, 2, 3 have no examples"):
+        ds = load_file(tmp_path / "gap.npz")
+    assert ds.n_classes == 5
