@@ -113,7 +113,12 @@ def fetch(name: str, mirrors, directory, checksum: str | None, *, quiet: bool = 
     if not mirrors:
         raise ConfigError(f"no base URL to download {name} from")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot use {directory} as the data directory to download {name} "
+                        f"into ({exc.strerror or exc}); pass a writable folder with --data-dir "
+                        "(data_dir= in Python) or $NNX_DATA_DIR") from None
     failures, bad = [], []
     for base in mirrors:
         url = base.rstrip("/") + "/" + name
