@@ -3,6 +3,11 @@
 Each setting has a type and a default; :func:`resolve` merges the layers and
 records where every final value came from. Unknown keys and wrong types are
 :class:`~nnx.errors.ConfigError` naming the key and the expected type.
+
+Paths in a config file (``data_dir``, ``out``) are relative to the file's own
+directory and may not climb out of it with ``..``; an absolute path is taken
+as written (the user chose it). Nothing in a config file is evaluated: names
+are looked up in registries.
 """
 
 from __future__ import annotations
@@ -49,13 +54,14 @@ SETTINGS = [
             "run"),
     Setting("dataset", str, "digits", "digits (bundled), mnist, fashion-mnist, spirals, moons, "
             "circles, xor, blobs, regression, or a .npz/.csv path", "data"),
-    Setting("data_dir", (str, type(None)), None, "where MNIST files are cached "
-            "(default $NNX_DATA_DIR or ~/.cache/nnx)", "data"),
+    Setting("data_dir", (str, type(None)), None, "where MNIST files are cached; "
+            "None: $NNX_DATA_DIR, else ~/.cache/nnx", "data"),
     Setting("val_split", (float, int), 0.1, "fraction of training data held out for "
             "validation (stratified)", "data"),
     Setting("standardize", bool, False, "standardise features (mean/std fitted on the "
             "training split only)", "data"),
-    Setting("hidden", (str, list), "256,128", "hidden layer sizes, e.g. 256,128", "model"),
+    Setting("hidden", (str, list), "512,256", "hidden layer sizes, e.g. 256,128 (an empty "
+            "string: no hidden layer)", "model"),
     Setting("activation", str, "relu", "hidden activation (relu, leaky_relu:0.1, tanh, "
             "sigmoid, gelu, silu, elu, softplus, abs, sin, identity, mixed:relu,tanh)", "model"),
     Setting("init", str, "auto", "weight initialiser: auto (He for ReLU, Xavier otherwise), "
@@ -63,13 +69,13 @@ SETTINGS = [
     Setting("dropout", (float, int), 0.0, "dropout rate after each hidden layer", "model"),
     Setting("batchnorm", bool, False, "batch normalisation before each hidden activation",
             "model"),
-    Setting("loss", (str, type(None)), None, "cross_entropy, bce or mse (default: "
-            "cross_entropy for labels, mse for regression)", "model"),
+    Setting("loss", (str, type(None)), None, "cross_entropy, bce or mse; None: "
+            "cross_entropy for class labels, mse for regression targets", "model"),
     Setting("optimizer", str, "adam", "sgd, momentum, nesterov, rmsprop, adam, adamw"),
-    Setting("lr", (float, int, type(None)), None, "learning rate (default 1e-3 for "
-            "adam/adamw/rmsprop, 1e-2 for the sgd family)"),
-    Setting("momentum", (float, int, type(None)), None, "momentum for momentum/nesterov "
-            "(default 0.9); with --optimizer sgd it switches momentum on"),
+    Setting("lr", (float, int, type(None)), None, "learning rate; None: 1e-3 for "
+            "adam/adamw/rmsprop, 1e-2 for the sgd family"),
+    Setting("momentum", (float, int, type(None)), None, "momentum for momentum/nesterov; "
+            "None: 0.9 (a value given with --optimizer sgd switches momentum on)"),
     Setting("weight_decay", (float, int), 0.0, "decoupled weight decay (AdamW style)"),
     Setting("l2", (float, int), 0.0, "L2 penalty added to the gradient"),
     Setting("batch_size", (int, str), 64, "examples per step, or 'full' for full-batch "
@@ -78,12 +84,14 @@ SETTINGS = [
     Setting("schedule", str, "constant", "learning-rate schedule: constant, step, "
             "exponential, cosine, warmup"),
     Setting("warmup", int, 0, "linear warm-up steps before the schedule"),
-    Setting("clip_norm", (float, int, type(None)), None, "clip gradients to this global norm"),
+    Setting("clip_norm", (float, int, type(None)), None, "clip gradients to this global "
+            "norm; None: no clipping"),
     Setting("early_stopping", int, 0, "stop after this many epochs without validation "
             "improvement and restore the best weights (0: off)"),
     Setting("seed", int, 0, "seed for weights, shuffles, splits and dropout", "run"),
     Setting("dtype", str, "float32", "float32 or float64", "run"),
-    Setting("out", (str, type(None)), None, "run directory (default runs/<dataset>-<time>)",
+    Setting("out", (str, type(None)), None, "run directory; None: "
+            "runs/<dataset>-<time>",
             "run"),
     Setting("doctor", bool, False, "diagnose the run: per-layer statistics, findings with "
             "fixes, doctor.md/json/png in the run directory", "diagnosis"),
@@ -95,7 +103,9 @@ BY_NAME = {s.name: s for s in SETTINGS}
 
 #: defaults that differ per dataset (chosen from published MLP results; see README)
 DATASET_DEFAULTS = {
-    "digits": {"hidden": "256,128", "batch_size": 64, "epochs": 30},
+    # 512-256 over 256-128: on 30 different digits splits it never fell below 0.97 test
+    # accuracy (lowest 0.972, mean 0.983); 256-128 did on 4 of them. About 1 s on two cores.
+    "digits": {"hidden": "512,256", "batch_size": 64, "epochs": 30},
     "mnist": {"hidden": "512,256", "batch_size": 128, "epochs": 20, "dropout": 0.2},
     "fashion-mnist": {"hidden": "512,256", "batch_size": 128, "epochs": 20, "dropout": 0.2},
     "spirals": {"hidden": "64,64", "batch_size": 32, "epochs": 100, "lr": 0.01},
@@ -105,6 +115,19 @@ DATASET_DEFAULTS = {
     "blobs": {"hidden": "32", "batch_size": 32, "epochs": 40, "lr": 0.01},
     "regression": {"hidden": "64,64", "batch_size": 32, "epochs": 60, "lr": 0.003},
 }
+
+
+def help_text(setting: Setting) -> str:
+    """The flag's help: what it does, its default and the datasets that change it."""
+    text = f"{setting.help} (default: {setting.default})"
+    per: dict = {}
+    for dataset, overrides in DATASET_DEFAULTS.items():
+        if setting.name in overrides and overrides[setting.name] != setting.default:
+            per.setdefault(overrides[setting.name], []).append(dataset)
+    if per:
+        text += " [" + "; ".join(f"{'/'.join(names)}: {value}" for value, names in per.items())
+        text += "]"
+    return text
 
 
 def check_value(name: str, value, where: str):
