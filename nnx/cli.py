@@ -18,7 +18,7 @@ import time
 import warnings
 
 from . import config as cfgmod
-from .errors import USER_ERRORS, ConfigError, DataError
+from .errors import USER_ERRORS, CheckpointError, ConfigError, DataError
 
 EXIT_USER, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -29,26 +29,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnx", description="Train a multilayer perceptron with nnx and write a run "
         "directory (config.json, metrics.csv/jsonl, curves.png, model.npz, checkpoint.npz).",
-        epilog="Per-dataset defaults: " + "; ".join(
+        epilog="Per-dataset defaults (recorded with source 'dataset' in config.json; MNIST's "
+        "follow published MLP results): " + "; ".join(
             f"{d}: " + ", ".join(f"{k}={v}" for k, v in ov.items())
             for d, ov in cfgmod.DATASET_DEFAULTS.items()))
     groups = {}
-    for s in cfgmod.SETTINGS:
+    for s in cfgmod.SETTINGS:  # a new setting in config.SETTINGS is a new flag here
         group = groups.setdefault(s.group, parser.add_argument_group(s.group))
         flag = "--" + s.name.replace("_", "-")
-        text = f"{s.help} (default: {s.default})"
-        if s.type is bool:
-            group.add_argument(flag, action="store_const", const=True, default=None, help=text)
+        if s.type is bool:  # --batchnorm / --no-batchnorm, so a flag can undo the config file
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=cfgmod.help_text(s))
         else:
             group.add_argument(flag, type=_parse_for(s), default=None, metavar=s.name.upper(),
-                               help=text)
+                               help=cfgmod.help_text(s))
     run = groups["run"]
     run.add_argument("--resume", default=None, metavar="PATH",
-                     help="continue a run: its directory or its checkpoint.npz (default: none)")
+                     help="continue a run exactly, appending to its metrics: its directory or "
+                     "its checkpoint.npz; its config.json supplies the settings, flags change "
+                     "them (e.g. more --epochs) (default: none)")
     run.add_argument("--config", default=None, metavar="TOML",
-                     help="read settings from a TOML file; flags override it (default: none)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    run.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+                     help="read settings from a TOML file (keys as the flags, with _ or -; "
+                     "[tables] only group them); flags override it. Relative data_dir and out "
+                     "paths in it are relative to the file's directory and may not leave it "
+                     "(default: none)")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress bar, no summary; errors and warnings only (default: off)")
+    run.add_argument("--debug", action="store_true",
+                     help="show the traceback of an error (default: off)")
     return parser
 
 
@@ -96,7 +104,7 @@ def main(argv=None) -> int:
         _say(f"error: {_one_line(exc)}")
         return getattr(exc, "exit_code", EXIT_USER)
     except KeyboardInterrupt:
-        _say("interrupted before training started; nothing was written")
+        _say(_aborted_message())
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug: say so, briefly
         if args.debug:
@@ -130,7 +138,6 @@ def run(args) -> int:
     """Resolve settings, load data, build, train, evaluate and write the run directory."""
     import backends
 
-    from . import data as datamod
     from .run_dir import RunDir
 
     flags = {s.name: getattr(args, s.name) for s in cfgmod.SETTINGS}
@@ -141,8 +148,21 @@ def run(args) -> int:
     cfg = {k: v["value"] for k, v in resolved.items()}
     if args.resume:
         cfg["out"] = os.path.dirname(os.path.abspath(checkpoint))
+        if flags["out"] is not None and os.path.abspath(flags["out"]) != cfg["out"]:
+            _say(f"warning: --out is ignored with --resume: the run continues in {cfg['out']}")
     backend = backends.get(cfg["device"])
     out = RunDir.create(cfg["out"] or _default_out(cfg["dataset"]), resume=bool(args.resume))
+    _STATE["out"] = out
+    try:
+        return _train(args, cfg, resolved, checkpoint, backend, out)
+    except BaseException:
+        out.discard_if_unused()  # a run that failed before writing leaves no empty directory
+        raise
+
+
+def _train(args, cfg, resolved, checkpoint, backend, out) -> int:
+    from . import data as datamod
+
     ds = datamod.load(cfg["dataset"], data_dir=cfg["data_dir"], seed=cfg["seed"],
                       quiet=args.quiet)
     x_train, x_test = ds.x_train, ds.x_test
@@ -150,9 +170,9 @@ def run(args) -> int:
         x_train, x_test = _standardize(x_train, x_test)
     model, loss = _build_model(cfg, ds)
     trainer, callbacks = _build_trainer(cfg, model, loss, backend, out, ds, args)
-    if args.resume:
-        _check_resumable(checkpoint, trainer.model)
-    if cfg["lr_find"] and not args.resume:
+    if checkpoint is not None:
+        _check_resumable(checkpoint, trainer.model, ds, cfg["epochs"], out.path)
+    if cfg["lr_find"] and checkpoint is None:
         _lr_find(cfg, resolved, trainer, loss, x_train, ds, out, args)
     out.write_config(resolved, extra={"backend": backend.describe(), "dataset": repr(ds)})
     if not args.quiet:
@@ -160,9 +180,13 @@ def run(args) -> int:
     stop = _install_interrupt(trainer)
     t0 = time.perf_counter()
     try:
-        history = trainer.fit(x_train, ds.y_train, epochs=cfg["epochs"],
-                              batch_size=cfg["batch_size"], validation_split=cfg["val_split"],
-                              callbacks=callbacks, resume=checkpoint)
+        with warnings.catch_warnings():
+            # the command line says this itself, in terms of --epochs (_check_resumable)
+            warnings.filterwarnings("ignore", message="nothing to train")
+            history = trainer.fit(x_train, ds.y_train, epochs=cfg["epochs"],
+                                  batch_size=cfg["batch_size"],
+                                  validation_split=cfg["val_split"], callbacks=callbacks,
+                                  resume=checkpoint)
     except Exception as exc:
         doctor = next((c for c in callbacks if type(c).__name__ == "Doctor"), None)
         if doctor is not None and isinstance(exc, USER_ERRORS):
@@ -179,6 +203,18 @@ def run(args) -> int:
              f"checkpoint saved. Resume with:\n  {_resume_command(out.path)}")
         return EXIT_INTERRUPTED
     return _finish(cfg, trainer, history, ds, x_test, out, elapsed, backend, args)
+
+
+#: what a Ctrl-C outside the training loop (or a second one inside it) reports
+_STATE: dict = {"out": None}
+
+
+def _aborted_message() -> str:
+    out = _STATE["out"]
+    if out is not None and out.checkpoint.exists():
+        return (f"aborted by Ctrl-C without saving; {out.checkpoint} holds the last completed "
+                f"epoch. Resume with:\n  {_resume_command(out.path)}")
+    return "aborted by Ctrl-C before any checkpoint was written"
 
 
 def _resume_source(path):
@@ -201,17 +237,43 @@ def _resume_source(path):
     return previous, ckpt
 
 
-def _check_resumable(path, model) -> None:
+def _check_resumable(path, model, ds, epochs: int, run_path) -> None:
     """Refuse a damaged checkpoint, or one of another architecture, before the run
-    directory's config.json is rewritten: a mistaken --resume must leave the run resumable."""
+    directory's config.json is rewritten: a mistaken --resume must leave the run resumable.
+    Data of another shape is named as such; a finished run asks for more --epochs."""
     from .checkpoint import _check_same_architecture, load_checkpoint
 
-    _check_same_architecture(model, load_checkpoint(path)["meta"]["architecture"], path)
+    meta = load_checkpoint(path)["meta"]
+    dense = [la["config"] for la in meta["architecture"].get("layers", [])
+             if la.get("type") == "Dense"]
+    if dense and "n_in" in dense[0] and dense[0]["n_in"] != model.n_in:
+        n = dense[0]["n_in"]
+        raise CheckpointError(
+            f"{path} was saved from a different model: it takes {n} input features "
+            f"(n_in={n}) but dataset {ds.name} has {model.n_in} (n_in={model.n_in}); resume "
+            "with the data it was trained on, or start a new run with another --out")
+    if dense and "n_out" in dense[-1] and dense[-1]["n_out"] != model.n_out:
+        n = dense[-1]["n_out"]
+        raise CheckpointError(
+            f"{path} was saved from a different model: it has {n} outputs but dataset "
+            f"{ds.name} needs {model.n_out}; resume with the data and --loss it was trained "
+            "with, or start a new run with another --out")
+    _check_same_architecture(model, meta["architecture"], path)
+    if int(meta["epoch"]) >= epochs and meta.get("resume_point") is None:
+        _say(f"warning: nothing to train: {run_path} has already trained {meta['epoch']} of "
+             f"{epochs} epochs; pass --epochs N with N > {meta['epoch']} to train further (the "
+             "model is evaluated and its files rewritten)")
 
 
 def _default_out(dataset: str) -> str:
+    """``runs/<dataset>-<time>``, with ``-2``, ``-3``... when runs start in the same second."""
     name = os.path.splitext(os.path.basename(str(dataset)))[0] or "run"
-    return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    base = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    path, n = base, 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{base}-{n}"
+    return path
 
 
 def _standardize(x_train, x_test):
@@ -326,8 +388,16 @@ def _install_interrupt(trainer):
 
 
 def _resume_command(path) -> str:
-    script = sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else None
-    head = f"{shlex.quote(sys.executable)} {shlex.quote(script)}" if script else "nnx"
+    """The command line that continues this run, started the way this one was."""
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    argv0 = sys.argv[0] if sys.argv else ""
+    if spec is not None and spec.name == f"{__package__}.__main__":  # python -m nnx
+        head = f"{shlex.quote(sys.executable)} -m {__package__}"
+    elif argv0.endswith(".py"):  # scripts/train.py
+        head = f"{shlex.quote(sys.executable)} {shlex.quote(argv0)}"
+    else:  # the installed console script
+        head = shlex.quote(os.path.basename(argv0)) if argv0 else "nnx"
     return f"{head} --resume {shlex.quote(str(path))}"
 
 

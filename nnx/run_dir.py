@@ -14,8 +14,9 @@ class RunDir:
     """``runs/<name>/`` with ``config.json``, ``metrics.csv``, ``metrics.jsonl``,
     ``curves.png``, ``model.npz``, ``checkpoint.npz`` and ``summary.json``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, created: tuple[Path, ...] = ()) -> None:
         self.path = path
+        self.created = created  # directories this run made, deepest first
         self.config = path / "config.json"
         self.metrics_csv = path / "metrics.csv"
         self.metrics_jsonl = path / "metrics.jsonl"
@@ -34,6 +35,7 @@ class RunDir:
         if not resume and path.is_dir() and (path / "checkpoint.npz").exists():
             raise ConfigError(f"{path} already holds a run; use --resume {path} to continue "
                               "it, or choose another --out")
+        created = [p for p in (path, *path.parents) if not p.exists()]
         try:
             path.mkdir(parents=True, exist_ok=True)
             probe = path / f".write-test-{os.getpid()}"
@@ -44,7 +46,16 @@ class RunDir:
         except OSError as exc:
             raise ConfigError(f"cannot write to the output directory {path} "
                               f"({exc.strerror or exc}); choose a writable --out") from None
-        return cls(path)
+        return cls(path, tuple(created))
+
+    def discard_if_unused(self) -> None:
+        """Remove the directories :meth:`create` made, if the run failed before writing to
+        them (a mistyped flag leaves no empty ``runs/...`` behind). Never removes a file."""
+        for directory in self.created:
+            try:
+                directory.rmdir()  # only succeeds when empty
+            except OSError:
+                return
 
     @staticmethod
     def _remove_stale_temporaries(path: Path) -> None:
