@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser, in groups. Defaults shown are the values used when
     neither a flag nor the config file sets a setting (some depend on --dataset)."""
     parser = argparse.ArgumentParser(
-        prog="nnx", description="Train a multilayer perceptron with nnx and write a run "
-        "directory (config.json, metrics.csv/jsonl, curves.png, model.npz, checkpoint.npz).",
+        prog="nnx", allow_abbrev=False,  # a mistyped flag is named, never guessed
+        description="Train a multilayer perceptron with nnx and write a run directory "
+        "(config.json, metrics.csv/jsonl, curves.png, model.npz, checkpoint.npz).",
         epilog="Per-dataset defaults (recorded with source 'dataset' in config.json; MNIST's "
         "follow published MLP results): " + "; ".join(
             f"{d}: " + ", ".join(f"{k}={v}" for k, v in ov.items())
@@ -95,7 +96,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("always")
+            warnings.simplefilter("default")  # each warning once per place, one line each
+            # a diverging run is reported by the non-finite check, with the step and layer
+            warnings.filterwarnings("ignore", category=RuntimeWarning,
+                                    message="(overflow|invalid value|divide by zero) encountered")
             warnings.showwarning = _one_line_warning
             return run(args)
     except USER_ERRORS as exc:
@@ -115,6 +119,16 @@ def main(argv=None) -> int:
 
 
 def _usage_error(parser, message):
+    if message.startswith("unrecognized arguments:"):
+        import difflib
+
+        known = [f for action in parser._actions for f in action.option_strings]
+        for word in message.split(":", 1)[1].split():
+            close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1,
+                                              cutoff=0.75)
+            if word.startswith("--") and close:
+                message += f" (did you mean {close[0]}?)"
+                break
     _say(f"error: {message} (see {parser.prog} --help)")
     raise SystemExit(EXIT_USER)
 
