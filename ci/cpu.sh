@@ -18,7 +18,7 @@ if ! python -m pip install --quiet "$TORCH_SPEC"; then
     echo "note: $TORCH_SPEC could not be installed; the torch backend and the PyTorch" \
          "reference tests will be skipped"
 fi
-python -c "import backends; print('backends:', ', '.join(backends.available()))"
+python -c "from nnx import backends; print('backends:', ', '.join(backends.available()))"
 
 # the README's test command
 python -m pytest -q

@@ -17,8 +17,8 @@ if ! python -m pip install --quiet "$TORCH_SPEC"; then
 fi
 nvidia-smi
 # fails the job, with the reason, when CuPy sees no GPU: a GPU job must not pass by skipping
-python -c "import backends; print(backends.get('cuda').describe())"
-python -c "import backends; print('backends:', ', '.join(backends.available()))"
+python -c "from nnx import backends; print(backends.get('cuda').describe())"
+python -c "from nnx import backends; print('backends:', ', '.join(backends.available()))"
 
 python -m pytest -m gpu -q
 python scripts/bench.py --device cuda --quick

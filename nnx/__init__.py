@@ -9,7 +9,17 @@ PyTorch and array-api-strict; pick one with a device string::
 
 from __future__ import annotations
 
-from . import activations, errors, init, layers, losses, optim, schedules
+from . import (
+    _source_layout,  # noqa: F401  (first: mounts nnx.backends in a checkout)
+    activations,
+    backends,
+    errors,
+    initializers,
+    layers,
+    losses,
+    optim,
+    schedules,
+)
 from .activations import Activation, define_activation, get_activation
 from .checkpoint import load, load_checkpoint, save, save_checkpoint
 from .errors import (
@@ -33,11 +43,14 @@ from .layers import (
     register_layer,
 )
 from .losses import get_loss
-from .model import mlp
+from .models import mlp
 from .optim import SGD, Adam, AdamW, Optimizer, RMSProp, get_optimizer
 from .schedules import get_schedule
 from .train import History, Trainer
 from .train import callbacks as callbacks
+
+#: the initialisers' module under its former name
+init = initializers
 
 __version__ = "0.1.0"
 
@@ -51,7 +64,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'nnx' has no attribute {name!r}")
 
 __all__ = [
-    "activations", "errors", "init", "layers", "losses", "optim", "schedules",
+    "activations", "backends", "errors", "initializers", "init", "layers", "losses", "optim",
+    "schedules",
     "Trainer", "History", "callbacks", "save", "load", "save_checkpoint", "load_checkpoint",
     "data", "doctor",
     "SGD", "Adam", "AdamW", "Optimizer", "RMSProp", "get_optimizer", "get_schedule",

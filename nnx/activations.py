@@ -240,7 +240,7 @@ DERIVATIVE_RTOL = 1e-4
 
 
 def _host_xp():
-    import backends  # the NumPy backend: float64 on the host
+    from . import backends  # the NumPy backend: float64 on the host
 
     return backends.get("numpy")
 

@@ -150,8 +150,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def run(args) -> int:
     """Resolve settings, load data, build, train, evaluate and write the run directory."""
-    import backends
-
+    from . import backends
     from .run_dir import RunDir
 
     flags = {s.name: getattr(args, s.name) for s in cfgmod.SETTINGS}
@@ -300,7 +299,7 @@ def _standardize(x_train, x_test):
 
 def _build_model(cfg, ds):
     from .losses import get_loss
-    from .model import mlp
+    from .models import mlp
 
     loss_name = cfg["loss"] or ("cross_entropy" if ds.task == "classification" else "mse")
     loss = get_loss(loss_name)

@@ -217,7 +217,7 @@ def resolve(flags: dict, config_path=None, previous: dict | None = None) -> dict
 def validate(cfg: dict) -> None:
     """Check value ranges and names before anything is loaded or trained."""
     from .activations import get_activation
-    from .init import get_initializer
+    from .initializers import get_initializer
     from .losses import get_loss
     from .optim import get_optimizer
     from .schedules import SCHEDULES

@@ -7,7 +7,7 @@ line prints ``str(error)`` on one line and exits with ``error.exit_code``.
 from __future__ import annotations
 
 # Defined beside the registry that raises it, so backends/ never imports nnx.
-from backends._base import BackendUnavailable
+from .backends._base import BackendUnavailable
 
 __all__ = ["NnxError", "ConfigError", "DataError", "ChecksumError", "BackendUnavailable",
            "DerivativeMismatch", "NonFiniteError", "CheckpointError", "TrainingInterrupted",

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import backends
-
+from . import backends
 from .errors import DerivativeMismatch
 from .losses import get_loss
 

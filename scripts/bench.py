@@ -121,7 +121,7 @@ def implementations(device: str, opt: str, batch, lr: float, have_torch: bool):
 
 
 def _floor_backend(impl):
-    import backends
+    from nnx import backends
 
     if isinstance(impl, CourseImpl):
         return backends.get("numpy"), "float64"
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.samples = args.samples or (12000 if args.quick else 60000)
     args.repeats = args.repeats or (2 if args.quick else 5)
-    import backends
+    from nnx import backends
 
     if args.device == "cuda":
         try:

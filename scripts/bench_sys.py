@@ -158,12 +158,12 @@ def memory_per_epoch(x, y, sizes, epochs: int = 5, batch: int = 128) -> dict:
 def nnx_counts(device: str, sizes, optimizer: str, batch: int = 64, steps: int = 6) -> dict:
     """Array operations and host syncs of one nnx training step and of one epoch.
 
-    Trains on :func:`backends.counting.counting_backend` around ``device``:
+    Trains on :func:`nnx.testing.counting.counting_backend` around ``device``:
     what is counted is that backend's own path (fast paths included).
     """
-    import backends
     import nnx
-    from backends.counting import counting_backend
+    from nnx import backends
+    from nnx.testing.counting import counting_backend
 
     try:
         backend = counting_backend(backends.get(device))

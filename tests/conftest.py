@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-import backends
+from nnx import backends
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 

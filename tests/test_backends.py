@@ -9,10 +9,10 @@ import warnings
 import numpy as np
 import pytest
 from array_api_compat import device as device_of
+from nnx.backends import cupy_backend, strict_backend, torch_backend
+from nnx.backends._base import Backend
 
-import backends
-from backends import cupy_backend, strict_backend, torch_backend
-from backends._base import Backend
+from nnx import backends
 from nnx.errors import BackendUnavailable
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import backends
 import nnx
+from nnx import backends
 from nnx.checkpoint import (
     NonFiniteWeights,
     load,

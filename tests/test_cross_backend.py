@@ -15,8 +15,8 @@ import functools
 import numpy as np
 import pytest
 
-import backends
 import nnx
+from nnx import backends
 from nnx.losses import get_loss
 
 STEPS = 300

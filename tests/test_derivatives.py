@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from array_api_compat import array_namespace
 
-import backends
 import nnx
+from nnx import backends
 from nnx.activations import ACTIVATIONS, Activation, define_activation, get_activation, sigmoid
 from nnx.errors import ConfigError, DerivativeMismatch
 

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-import backends
 import nnx
+from nnx import backends
 from nnx.doctor import CATALOGUE, Doctor, Finding, Monitor, Report, check, run_detectors
 from nnx.doctor.findings import sort_findings
 from nnx.train import Trainer

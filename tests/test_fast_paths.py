@@ -15,7 +15,7 @@ import pytest
 from conftest import GPU_DEVICES, get_backend_or_skip
 
 import nnx
-from backends.counting import counting_backend
+from nnx.testing.counting import counting_backend
 
 FAST_DEVICES = [pytest.param(d, marks=[pytest.mark.gpu] if d in GPU_DEVICES else [])
                 for d in ("numpy", "torch", "cuda", "torch:cuda")]

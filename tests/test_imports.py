@@ -26,6 +26,8 @@ HOST_SIDE = (
     "nnx/cli.py",
     "nnx/__main__.py",
     "nnx/train/progress*",
+    "nnx/train/lr_finder.py",
+    "nnx/testing/*",
 )
 #: imported on the host side only
 HOST_LIBRARIES = {"numpy"}

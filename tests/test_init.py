@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-import backends
 import nnx
-from nnx.init import INITIALIZERS, get_initializer
+from nnx import backends
+from nnx.initializers import INITIALIZERS, get_initializer
 
 
 def _init(layer, backend, dtype, seed=0):

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from array_api_compat import device as device_of
 
-import backends
 import nnx
-from nnx import inplace
+from nnx import backends, inplace
 from nnx.errors import CheckpointError, ConfigError
 from nnx.losses import get_loss
 from nnx.optim import (

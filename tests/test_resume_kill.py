@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import backends
 import nnx
+from nnx import backends
 from nnx.checkpoint import load_checkpoint, save_checkpoint
 from nnx.train import Callback, ModelCheckpoint, Trainer
 

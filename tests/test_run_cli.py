@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import backends
 import nnx
+from nnx import backends
 from nnx import config as cfg
 
 ROOT = Path(__file__).resolve().parents[1]

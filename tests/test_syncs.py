@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from conftest import get_backend_or_skip
 
-import backends
 import nnx
-from backends.counting import Counts, counting_backend
+from nnx import backends
+from nnx.testing.counting import Counts, counting_backend
 
 DEVICES = ["numpy", "strict", "strict:device1", "torch"]
 

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from array_api_compat import device as device_of
 
-import backends
 import nnx
+from nnx import backends
 from nnx.activations import ACTIVATIONS, check_derivative, get_activation
 from nnx.gradcheck import GRAD_FLOOR
 from nnx.layers import (

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-import backends
 import nnx
+from nnx import backends
 from nnx.errors import NonFiniteError
 from nnx.train import (
     Callback,

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from array_api_compat import array_namespace
 
-import backends
 import nnx
-from backends.counting import count
+from nnx import backends
 from nnx.errors import ConfigError, DataError, NonFiniteError
+from nnx.testing.counting import count
 from nnx.train import Callback, LearningRateScheduler, ProgressBar, Trainer
 
 

@@ -18,10 +18,10 @@ constants of :mod:`nnx.doctor.findings`.
 
 from __future__ import annotations
 
+from ..train.lr_finder import LRFinderResult, clone_model, lr_find
 from .callback import Doctor
 from .detectors import run_detectors
 from .findings import CATALOGUE, SEVERITIES, Finding
-from .lr_finder import LRFinderResult, clone_model, lr_find
 from .monitor import Monitor
 from .report import Report, plot_trace
 from .static import check, check_data, check_model, duplicate_rows, findings_from_gradcheck

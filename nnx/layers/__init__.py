@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError, names_hint
-from .activation import ActivationLayer, MixedActivation
+from .activation_layer import ActivationLayer, MixedActivation
 from .base import Layer
 from .batchnorm import BatchNorm
 from .dense import Dense

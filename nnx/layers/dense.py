@@ -5,7 +5,7 @@ from __future__ import annotations
 from array_api_compat import array_namespace
 
 from ..errors import ConfigError
-from ..init import get_initializer
+from ..initializers import get_initializer
 from .base import Layer, check_input
 
 

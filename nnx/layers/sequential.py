@@ -44,7 +44,7 @@ class Sequential(Layer):
         gradient-checked (float64, on the host) the first time they are built.
         Returns the model, so ``model = mlp(...).init("cpu", 0)`` works.
         """
-        import backends
+        from .. import backends
 
         backend = backends.get(backend)
         if isinstance(rng, int) or rng is None:

@@ -7,8 +7,7 @@ what is wrong, where (which set, which row) and what to do.
 
 from __future__ import annotations
 
-import backends
-
+from .. import backends
 from ..errors import ConfigError, DataError
 
 __all__ = ["check_xy", "to_device_xy", "split_validation"]

@@ -16,8 +16,7 @@ import warnings
 
 from array_api_compat import array_namespace
 
-import backends
-
+from .. import backends
 from ..errors import ConfigError, DataError, NonFiniteError
 from ..losses import get_loss
 from ..optim import Optimizer, get_optimizer

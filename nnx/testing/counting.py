@@ -22,9 +22,12 @@ Read ``counts.ops`` and ``counts.syncs`` before and after a step (a callback's
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+from ..backends import get
 
 #: attribute reads and views that launch no kernel
 NOT_OPS = frozenset({"ndim", "shape", "dtype", "device", "size", "mT", "T",
@@ -221,11 +224,12 @@ def counting_backend(backend):
 def count(backend=None):
     """Count strict-array operations and host syncs in the ``with`` block.
 
-    ``backend`` (optional) also counts its ``to_numpy`` calls as syncs.
+    ``backend`` (optional, a strict backend; default ``get("strict")``) also counts its
+    ``to_numpy`` calls as syncs.
     """
-    import array_api_strict
-
-    root = array_api_strict.__file__.rsplit("/", 1)[0]
+    # the strict library's own files, found from the backend, so nnx imports no array library
+    strict = backend if backend is not None else get("strict")
+    root = os.path.dirname(sys.modules[strict.xp.__name__.split(".")[0]].__file__)
     counts = Counts()
     depth = [0]
 
