@@ -161,7 +161,9 @@ def _structure(layer: dict) -> tuple:
     return layer.get("type"), config
 
 
-def _check_same_architecture(model, arch, path) -> None:
+def check_architecture(model, arch, path) -> None:
+    """Raise CheckpointError, naming the first differing layer, unless ``model`` has the
+    architecture ``arch`` (a saved ``model.config()``) that ``path`` holds."""
     mine = model.config()["layers"]
     theirs = arch.get("layers", [])
     for i, (a, b) in enumerate(zip(mine, theirs)):
@@ -312,7 +314,7 @@ def restore(trainer, ckpt: dict, path="checkpoint") -> int:
     from .train.history import History
 
     meta, model = ckpt["meta"], trainer.model
-    _check_same_architecture(model, meta["architecture"], path)
+    check_architecture(model, meta["architecture"], path)
     point = meta.get("resume_point")
     same_data = (meta.get("n_train") in (None, trainer.n_train)
                  and meta.get("batch_size") in (None, trainer.batch_size))

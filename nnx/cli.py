@@ -254,7 +254,7 @@ def _check_resumable(path, model, ds, epochs: int, run_path) -> None:
     """Refuse a damaged checkpoint, or one of another architecture, before the run
     directory's config.json is rewritten: a mistaken --resume must leave the run resumable.
     Data of another shape is named as such; a finished run asks for more --epochs."""
-    from .checkpoint import _check_same_architecture, load_checkpoint
+    from .checkpoint import check_architecture, load_checkpoint
 
     meta = load_checkpoint(path)["meta"]
     dense = [la["config"] for la in meta["architecture"].get("layers", [])
@@ -271,7 +271,7 @@ def _check_resumable(path, model, ds, epochs: int, run_path) -> None:
             f"{path} was saved from a different model: it has {n} outputs but dataset "
             f"{ds.name} needs {model.n_out}; resume with the data and --loss it was trained "
             "with, or start a new run with another --out")
-    _check_same_architecture(model, meta["architecture"], path)
+    check_architecture(model, meta["architecture"], path)
     if int(meta["epoch"]) >= epochs and meta.get("resume_point") is None:
         _say(f"warning: nothing to train: {run_path} has already trained {meta['epoch']} of "
              f"{epochs} epochs; pass --epochs N with N > {meta['epoch']} to train further (the "

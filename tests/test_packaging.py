@@ -7,6 +7,7 @@ see it. The repository's ``backends/`` folder is installed as ``nnx.backends``
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,9 +42,13 @@ def test_license_is_an_spdx_string_with_its_file():
 
 @pytest.mark.slow
 def test_install_puts_only_nnx_in_site_packages(tmp_path):
+    # a copy of the source, so that the build leaves nothing in the checkout
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "runs", "build", "bench-results", "__pycache__", "*.egg-info"))
     target = tmp_path / "site"
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                           "--target", str(target), str(ROOT)],
+                           "--target", str(target), str(source)],
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     top = sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info"))
