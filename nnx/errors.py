@@ -10,7 +10,8 @@ from __future__ import annotations
 from .backends._base import BackendUnavailable
 
 __all__ = ["NnxError", "ConfigError", "DataError", "ChecksumError", "BackendUnavailable",
-           "DerivativeMismatch", "NonFiniteError", "CheckpointError", "TrainingInterrupted",
+           "DerivativeMismatch", "NonFiniteError", "CheckpointError", "MissingExtra",
+           "TrainingInterrupted",
            "USER_ERRORS"]
 
 
@@ -56,6 +57,10 @@ class NonFiniteError(NnxError, FloatingPointError):
 
 class CheckpointError(NnxError, ValueError):
     """A model or checkpoint file is missing, truncated, corrupt or mismatched."""
+
+
+class MissingExtra(NnxError, ImportError):
+    """An optional package is not installed; the message names the extra that installs it."""
 
 
 class TrainingInterrupted(NnxError):
