@@ -195,10 +195,15 @@ def load(path, device="cpu", dtype: str | None = None):
     """Load a model saved by :func:`save` (or the model inside a checkpoint) onto ``device``.
 
     ``device`` is a device string or Backend, so a model trained on one backend
-    loads on any other. ``dtype`` defaults to the saved one.
+    loads on any other. ``dtype`` defaults to the saved one. A ``.safetensors``
+    path is read by :func:`nnx.export.load_safetensors`.
     """
     from .layers import build
 
+    if os.fspath(path).lower().endswith(".safetensors"):
+        from .export.safetensors_file import load_safetensors
+
+        return load_safetensors(path, device, dtype)
     meta, arrays = _unpack(path)
     try:
         model = build(meta["architecture"])

@@ -28,6 +28,8 @@ HOST_SIDE = (
     "nnx/train/progress*",
     "nnx/train/lr_finder.py",
     "nnx/testing/*",
+    "nnx/export/*",
+    "nnx/sklearn.py",
 )
 #: imported on the host side only
 HOST_LIBRARIES = {"numpy"}
