@@ -196,6 +196,9 @@ class Finding:
     layers : layers involved (``["dense_0"]``), in forward order.
     steps : steps where it was seen (first first).
     evidence : the numbers behind it.
+    action : the fix as settings to change, e.g. ``{"lr": 0.01}`` or
+        ``{"init": "auto"}`` (empty when the fix is not a setting); what fix
+        verification applies to a copy of the run.
     """
 
     id: str
@@ -206,6 +209,7 @@ class Finding:
     layers: list = field(default_factory=list)
     steps: list = field(default_factory=list)
     evidence: dict = field(default_factory=dict)
+    action: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.id not in CATALOGUE:
@@ -215,6 +219,7 @@ class Finding:
         self.layers = list(dict.fromkeys(self.layers))
         self.steps = [int(s) for s in self.steps]
         self.evidence = {k: _plain(v) for k, v in self.evidence.items()}
+        self.action = {k: _plain(v) for k, v in self.action.items()}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -55,28 +55,24 @@ class Report:
         return (f"{t.n_steps} steps, {len(t.layers)} activation layers and "
                 f"{len(t.weight_layers())} weight layers monitored")
 
+    def _counts(self) -> dict:
+        return {s: sum(f.severity == s for f in self.findings) for s in SEVERITIES}
+
     def summary(self, *, verbose: bool = False) -> str:
         """The terminal report. One line when healthy (plus infos when ``verbose``)."""
-        counts = {s: sum(f.severity == s for f in self.findings) for s in SEVERITIES}
+        counts = self._counts()
         if self.healthy:
             line = f"doctor: healthy - no problems found ({self._scope()})"
             if counts["info"]:
-                line += f"; {counts['info']} note{'s' if counts['info'] > 1 else ''}"
-            if not verbose:
-                return line
-            return "\n".join([line] + [f"  - {f}" for f in self.findings])
-        head = ", ".join(f"{counts[s]} {s}{'s' if counts[s] > 1 else ''}"
-                         for s in reversed(SEVERITIES) if counts[s])
+                line += f"; {_plural(counts['info'], 'note')}"
+            return "\n".join([line] + [f"  - {f}" for f in self.findings]) if verbose else line
+        head = ", ".join(_plural(counts[s], s) for s in reversed(SEVERITIES) if counts[s])
         lines = [f"doctor: {head} ({self._scope()})"]
         for f in self.findings:
-            if f.severity == "info" and not verbose:
-                continue
-            lines.append(f"  {f}")
-            lines.append(f"      cause: {f.cause}")
-            lines.append(f"      fix:   {f.fix}")
-        hidden = counts["info"] if not verbose else 0
-        if hidden:
-            lines.append(f"  (+{hidden} info note{'s' if hidden > 1 else ''} in doctor.md)")
+            if f.severity != "info" or verbose:
+                lines += [f"  {f}", f"      cause: {f.cause}", f"      fix:   {f.fix}"]
+        if counts["info"] and not verbose:
+            lines.append(f"  (+{_plural(counts['info'], 'info note')} in doctor.md)")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -130,6 +126,10 @@ class Report:
         return dict(self.files)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n > 1 else ''}"
+
+
 def _dedupe(findings):
     seen, out = set(), []
     for f in findings:
@@ -166,62 +166,10 @@ def plot_trace(trace: Trace, path: str, findings=()) -> str:
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     (ax_loss, ax_grad, ax_upd), (ax_mean, ax_std, ax_units) = axes
-    steps = trace.sample_steps
     colors = plt.get_cmap("viridis")
-
-    # loss, spikes marked, non-finite steps shaded
-    ok = np.isfinite(trace.loss)
-    ax_loss.plot(trace.loss_steps[ok], trace.loss[ok], lw=0.8, color="tab:blue", label="loss")
-    spikes = loss_spikes(trace)
-    if spikes.size:
-        events = spike_events(spikes).size
-        ax_loss.scatter(trace.loss_steps[spikes], trace.loss[spikes], color="red", zorder=3,
-                        s=18, label=f"spikes ({events}, {spikes.size} steps)")
-    if (~ok).any():
-        ax_loss.axvline(trace.loss_steps[~ok][0], color="red", ls="--",
-                        label="first non-finite")
-    if ok.any() and np.nanmin(trace.loss[ok]) > 0 and (
-            np.nanmax(trace.loss[ok]) > 10 * np.nanmin(trace.loss[ok])):
-        ax_loss.set_yscale("log")  # only when the loss spans more than a decade
-    ax_loss.set(title="training loss (every step)", xlabel="step")
-    ax_loss.legend(fontsize=8)
-
-    weights = list(enumerate(trace.params))
-    for k, (j, (layer, _)) in enumerate(weights):
-        c = colors(k / max(1, len(weights) - 1))
-        g = trace.grad_norm[:, j]
-        _semilog(ax_grad, steps, g, c, layer)
-        w, u = trace.weight_norm[:, j], trace.update_norm[:, j]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            _semilog(ax_upd, steps, np.where(w > 0, u / w, np.nan), c, layer)
-    ax_grad.set(title="gradient norm per layer (weights)", xlabel="step")
-    ax_upd.axhline(1e-3, color="grey", ls=":", lw=1, label="1e-3 (rule of thumb)")
-    ax_upd.set(title="update / weight ratio per step", xlabel="step")
-    for ax in (ax_grad, ax_upd):
-        if ax.lines:
-            ax.legend(fontsize=7)
-
-    for k, unit in enumerate(trace.layers):
-        c = colors(k / max(1, len(trace.layers) - 1))
-        a = trace.act[:, k, :] if trace.act.size else np.zeros((0, 5))
-        ax_mean.plot(steps, a[:, 2], color=c, lw=1, label=f"{unit.label} a")
-        ax_mean.plot(steps, a[:, 0], color=c, lw=1, ls="--")
-        ax_std.plot(steps, a[:, 3], color=c, lw=1, label=f"{unit.label} a")
-        ax_std.plot(steps, a[:, 1], color=c, lw=1, ls="--")
-        if unit.can_die.any():
-            dead = [np.nan if w.active[k] is None or w.rows == 0 else
-                    float(((w.active[k] == 0) & unit.can_die).sum() / unit.can_die.sum())
-                    for w in trace.windows]
-            ends = [w.last_step for w in trace.windows]
-            ax_units.plot(ends, dead, color=c, marker="o", label=f"{unit.label} dead")
-        if unit.saturates.any():
-            ax_units.plot(steps, a[:, 4], color=c, ls="--", label=f"{unit.label} saturated")
-    ax_mean.set(title="activation mean (solid: a, dashed: pre-activation z)", xlabel="step")
-    ax_std.set(title="activation std (solid: a, dashed: z)", xlabel="step")
-    ax_units.set(title="dead / saturated fraction of units", xlabel="step", ylim=(-0.02, 1.02))
-    for ax in (ax_mean, ax_std, ax_units):
-        if ax.lines:
-            ax.legend(fontsize=7)
+    _plot_loss(ax_loss, trace)
+    _plot_gradients(ax_grad, ax_upd, trace, colors)
+    _plot_activations(ax_mean, ax_std, ax_units, trace, colors)
     if trace.n_steps:
         first = int(trace.loss_steps[0])
         span = (first, max(int(trace.loss_steps[-1]), first + 1))
@@ -238,6 +186,71 @@ def plot_trace(trace: Trace, path: str, findings=()) -> str:
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def _plot_loss(ax, trace: Trace) -> None:
+    """The loss of every step, spikes marked, the first non-finite step drawn."""
+    ok = np.isfinite(trace.loss)
+    ax.plot(trace.loss_steps[ok], trace.loss[ok], lw=0.8, color="tab:blue", label="loss")
+    spikes = loss_spikes(trace)
+    if spikes.size:
+        events = spike_events(spikes).size
+        ax.scatter(trace.loss_steps[spikes], trace.loss[spikes], color="red", zorder=3,
+                   s=18, label=f"spikes ({events}, {spikes.size} steps)")
+    if (~ok).any():
+        ax.axvline(trace.loss_steps[~ok][0], color="red", ls="--", label="first non-finite")
+    if ok.any() and np.nanmin(trace.loss[ok]) > 0 and (
+            np.nanmax(trace.loss[ok]) > 10 * np.nanmin(trace.loss[ok])):
+        ax.set_yscale("log")  # only when the loss spans more than a decade
+    ax.set(title="training loss (every step)", xlabel="step")
+    ax.legend(fontsize=8)
+
+
+def _plot_gradients(ax_grad, ax_upd, trace: Trace, colors) -> None:
+    """Gradient norms and update/weight ratios per weight matrix."""
+    steps = trace.sample_steps
+    weights = list(enumerate(trace.params))
+    for k, (j, (layer, _)) in enumerate(weights):
+        c = colors(k / max(1, len(weights) - 1))
+        _semilog(ax_grad, steps, trace.grad_norm[:, j], c, layer)
+        w, u = trace.weight_norm[:, j], trace.update_norm[:, j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            _semilog(ax_upd, steps, np.where(w > 0, u / w, np.nan), c, layer)
+    ax_grad.set(title="gradient norm per layer (weights)", xlabel="step")
+    ax_upd.axhline(1e-3, color="grey", ls=":", lw=1, label="1e-3 (rule of thumb)")
+    ax_upd.set(title="update / weight ratio per step", xlabel="step")
+    for ax in (ax_grad, ax_upd):
+        if ax.lines:
+            ax.legend(fontsize=7)
+
+
+def _dead_fractions(trace: Trace, k: int, unit) -> list:
+    return [np.nan if w.active[k] is None or w.rows == 0 else
+            float(((w.active[k] == 0) & unit.can_die).sum() / unit.can_die.sum())
+            for w in trace.windows]
+
+
+def _plot_activations(ax_mean, ax_std, ax_units, trace: Trace, colors) -> None:
+    """Activation means and stds per layer, and the dead/saturated fractions."""
+    steps = trace.sample_steps
+    for k, unit in enumerate(trace.layers):
+        c = colors(k / max(1, len(trace.layers) - 1))
+        a = trace.act[:, k, :] if trace.act.size else np.zeros((0, 5))
+        ax_mean.plot(steps, a[:, 2], color=c, lw=1, label=f"{unit.label} a")
+        ax_mean.plot(steps, a[:, 0], color=c, lw=1, ls="--")
+        ax_std.plot(steps, a[:, 3], color=c, lw=1, label=f"{unit.label} a")
+        ax_std.plot(steps, a[:, 1], color=c, lw=1, ls="--")
+        if unit.can_die.any():
+            ax_units.plot([w.last_step for w in trace.windows], _dead_fractions(trace, k, unit),
+                          color=c, marker="o", label=f"{unit.label} dead")
+        if unit.saturates.any():
+            ax_units.plot(steps, a[:, 4], color=c, ls="--", label=f"{unit.label} saturated")
+    ax_mean.set(title="activation mean (solid: a, dashed: pre-activation z)", xlabel="step")
+    ax_std.set(title="activation std (solid: a, dashed: z)", xlabel="step")
+    ax_units.set(title="dead / saturated fraction of units", xlabel="step", ylim=(-0.02, 1.02))
+    for ax in (ax_mean, ax_std, ax_units):
+        if ax.lines:
+            ax.legend(fontsize=7)
 
 
 def _semilog(ax, x, y, color, label) -> None:

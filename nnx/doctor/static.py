@@ -114,6 +114,68 @@ def check_model(model, loss, *, y=None) -> list[Finding]:
     return out
 
 
+def _unit_signatures(model, weights: dict, a: int, b: int):
+    """``(n, n_units) array`` rows: each unit of dense layer ``a``'s incoming weights, bias,
+    per-unit parameters up to dense layer ``b`` and outgoing weights; None if not aligned."""
+    la = model.layers[a]
+    w_in = weights[f"{la.name}.w"]                      # (n_in, n)
+    n = w_in.shape[1]
+    parts = [w_in.T]
+    if f"{la.name}.b" in weights:
+        parts.append(weights[f"{la.name}.b"][:, None])
+    for mid in model.layers[a + 1:b]:                   # per-unit parameters in between
+        if isinstance(mid, BatchNorm):
+            parts += [weights[f"{mid.name}.gamma"][:, None], weights[f"{mid.name}.beta"][:, None]]
+    w_out = weights[f"{model.layers[b].name}.w"]       # (n, n_next)
+    if w_out.shape[0] != n:
+        return None
+    parts.append(w_out)
+    return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts], axis=1)
+
+
+def _identical_rows(sig: np.ndarray) -> tuple[int, int]:
+    """``(rows that equal another row, groups of equal rows)``.
+
+    Rows are hashed exactly (a random linear hash of their 64-bit words in wrapping
+    integer arithmetic, which is associative, so equal rows always get equal
+    hashes); only rows with equal hashes are compared, so a large layer costs
+    about one pass over its weights instead of a lexicographic sort.
+    """
+    words = np.ascontiguousarray(sig + 0.0).view(np.uint64)  # + 0.0: -0.0 equals 0.0
+    mult = np.random.default_rng(12345).integers(1, 2**63, sig.shape[1], dtype=np.uint64) | 1
+    with np.errstate(over="ignore"):
+        key = (words * mult).sum(axis=1, dtype=np.uint64)
+    order = np.argsort(key, kind="stable")
+    k = key[order]
+    same = np.nonzero(k[1:] == k[:-1])[0]
+    if same.size == 0:
+        return 0, 0
+    candidates = np.unique(np.concatenate([order[same], order[same + 1]]))
+    _, counts = np.unique(sig[candidates], axis=0, return_counts=True)
+    return int(counts[counts > 1].sum()), int((counts > 1).sum())
+
+
+def _symmetry_finding(model, a: int, b: int, copies: int, groups: int, n: int,
+                      after_steps: int | None, zero: bool) -> Finding:
+    la = model.layers[a]
+    frac = copies / n
+    when = "initial" if after_steps is None else f"after {after_steps} steps, the"
+    return Finding(
+        "symmetric-units", "error" if frac >= T.SYMMETRIC_FRACTION_ERROR else "warning",
+        f"{when} weights of {la.name} make {copies} of its {n} units identical copies "
+        f"({groups} group{'s' if groups > 1 else ''})"
+        + (" - the weights are all zero" if zero else ""),
+        "Units that start with the same incoming and outgoing weights compute the same "
+        "output and get the same gradient, so they stay identical forever: the layer "
+        "learns like a single unit. This comes from zero or constant initialisation.",
+        "Initialise with random weights: init='auto' (He for ReLU, Xavier for tanh/"
+        "sigmoid; --init auto), never zeros or a constant.",
+        layers=[la.name] + ([model.layers[b].name] if frac == 1.0 else []),
+        steps=[] if after_steps is None else [after_steps],
+        evidence={"identical_units": copies, "units": n, "groups": groups, "all_zero": zero},
+        action={"init": "auto"})
+
+
 def check_symmetry(model, *, after_steps: int | None = None) -> list[Finding]:
     """Hidden units with identical incoming *and* outgoing weights (never break apart).
 
@@ -123,48 +185,18 @@ def check_symmetry(model, *, after_steps: int | None = None) -> list[Finding]:
     initialisation makes every unit of a layer such a copy.
     """
     weights = model.get_weights()
-    names = [la.name for la in model.layers]
     dense = [i for i, la in enumerate(model.layers) if "w" in la.params
              and la.params["w"].ndim == 2]
     out = []
     for a, b in zip(dense, dense[1:]):
-        la = model.layers[a]
-        w_in = weights[f"{la.name}.w"]                  # (n_in, n)
-        n = w_in.shape[1]
-        parts = [w_in.T]
-        if f"{la.name}.b" in weights:
-            parts.append(weights[f"{la.name}.b"][:, None])
-        for mid in model.layers[a + 1:b]:               # per-unit parameters in between
-            if isinstance(mid, BatchNorm):
-                parts += [weights[f"{mid.name}.gamma"][:, None],
-                          weights[f"{mid.name}.beta"][:, None]]
-        w_out = weights[f"{model.layers[b].name}.w"]   # (n, n_next)
-        if w_out.shape[0] != n:
+        sig = _unit_signatures(model, weights, a, b)
+        if sig is None:
             continue
-        parts.append(w_out)
-        sig = np.concatenate([np.asarray(p, dtype=np.float64) for p in parts], axis=1)
-        _, inverse, counts = np.unique(sig, axis=0, return_inverse=True, return_counts=True)
-        copies = int(counts[counts > 1].sum())
-        if copies == 0:
-            continue
-        frac = copies / n
-        groups = int((counts > 1).sum())
-        zero = bool(np.all(w_in == 0))
-        when = "initial" if after_steps is None else f"after {after_steps} steps, the"
-        out.append(Finding(
-            "symmetric-units", "error" if frac >= T.SYMMETRIC_FRACTION_ERROR else "warning",
-            f"{when} weights of {la.name} make {copies} of its {n} units identical copies "
-            f"({groups} group{'s' if groups > 1 else ''})"
-            + (" - the weights are all zero" if zero else ""),
-            "Units that start with the same incoming and outgoing weights compute the same "
-            "output and get the same gradient, so they stay identical forever: the layer "
-            "learns like a single unit. This comes from zero or constant initialisation.",
-            "Initialise with random weights: init='auto' (He for ReLU, Xavier for tanh/"
-            "sigmoid; --init auto), never zeros or a constant.",
-            layers=[la.name] + ([names[b]] if frac == 1.0 else []),
-            steps=[] if after_steps is None else [after_steps],
-            evidence={"identical_units": copies, "units": n, "groups": groups,
-                      "all_zero": zero}))
+        copies, groups = _identical_rows(sig)
+        if copies:
+            zero = bool(np.all(weights[f"{model.layers[a].name}.w"] == 0))
+            out.append(_symmetry_finding(model, a, b, copies, groups, sig.shape[0],
+                                         after_steps, zero))
     return out
 
 
@@ -174,6 +206,39 @@ def _is_builtin(act) -> bool:
     return getattr(act.forward, "__module__", "") == "nnx.activations"
 
 
+def _activations_of(layer) -> list:
+    if isinstance(layer, ActivationLayer):
+        return [layer.activation]
+    if isinstance(layer, MixedActivation):
+        from ..activations import get_activation
+
+        return [get_activation(s) for s in dict.fromkeys(layer.per_unit)]
+    return []
+
+
+def _check_custom_parts(layer, seen: set) -> tuple[bool, list[Finding]]:
+    """``(has custom parts, findings)`` for the custom activations and layers of ``layer``."""
+    custom, out = False, []
+    for act in _activations_of(layer):
+        if _is_builtin(act) or id(act) in seen:
+            continue
+        seen.add(id(act))
+        custom = True
+        try:
+            check_derivative(act)
+        except DerivativeMismatch as exc:
+            out.append(_mismatch(exc, layer.name, f"activation {act.name!r}"))
+    if not getattr(layer, "builtin", True):
+        custom = True
+        from ..gradcheck import check_layer
+
+        try:
+            check_layer(layer)
+        except DerivativeMismatch as exc:
+            out.append(_mismatch(exc, layer.name, f"layer {type(layer).__name__}"))
+    return custom, out
+
+
 def check_derivatives(model, loss=None, x=None, y=None, *,
                       gradcheck: bool | str = "auto") -> list[Finding]:
     """Check custom activations and layers, and (small models) the whole model's gradient."""
@@ -181,30 +246,8 @@ def check_derivatives(model, loss=None, x=None, y=None, *,
     custom = False
     seen = set()
     for layer in model.layers:
-        acts = []
-        if isinstance(layer, ActivationLayer):
-            acts = [layer.activation]
-        elif isinstance(layer, MixedActivation):
-            from ..activations import get_activation
-
-            acts = [get_activation(s) for s in dict.fromkeys(layer.per_unit)]
-        for act in acts:
-            if _is_builtin(act) or id(act) in seen:
-                continue
-            seen.add(id(act))
-            custom = True
-            try:
-                check_derivative(act)
-            except DerivativeMismatch as exc:
-                out.append(_mismatch(exc, layer.name, f"activation {act.name!r}"))
-        if not getattr(layer, "builtin", True):
-            custom = True
-            from ..gradcheck import check_layer
-
-            try:
-                check_layer(layer)
-            except DerivativeMismatch as exc:
-                out.append(_mismatch(exc, layer.name, f"layer {type(layer).__name__}"))
+        has_custom, found = _check_custom_parts(layer, seen)
+        custom, out = custom or has_custom, out + found
     n_params = sum(int(np.prod(p.shape)) for la in model.layers for p in la.params.values())
     run = gradcheck is True or (gradcheck == "auto" and custom and not out
                                 and n_params <= T.GRADCHECK_MAX_PARAMS)

@@ -1,0 +1,113 @@
+"""What every detector family reads: the smoothed loss, per-layer ratios, the learning rate.
+
+Everything here is NumPy on the host, on a finished :class:`~nnx.doctor.trace.Trace`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..trace import Trace
+
+__all__ = ["median", "smoothed_loss", "loss_summary", "relative", "update_ratio", "weights",
+           "lr_of", "lr_flag", "lr_action", "late", "first_sample_step"]
+
+
+def median(a) -> float:
+    """Median of the finite values of ``a`` (NaN when there are none)."""
+    a = np.asarray(a, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(np.median(a)) if a.size else math.nan
+
+
+def _smooth_window(trace: Trace) -> int:
+    """Steps per smoothing window: one epoch of minibatches (1 for full-batch GD)."""
+    meta = trace.meta
+    if meta.get("full_batch"):
+        return 1
+    w = int(meta.get("steps_per_epoch") or 10)
+    return max(1, min(w, max(1, trace.n_steps // 10)))
+
+
+def smoothed_loss(trace: Trace):
+    """``(steps, loss)`` of the finite loss, moving-averaged over one epoch of steps."""
+    ok = np.isfinite(trace.loss)
+    steps, loss = trace.loss_steps[ok], trace.loss[ok]
+    w = _smooth_window(trace)
+    if loss.size < w or w == 1:
+        return steps, loss
+    kernel = np.ones(w) / w
+    return steps[w - 1:], np.convolve(loss, kernel, mode="valid")
+
+
+def loss_summary(trace: Trace) -> dict:
+    """Initial, best and final smoothed loss, and the relative progress made.
+
+    ``progress`` is measured from ``reference``: the loss of an uninformed model
+    (uniform predictions) when it is known and lower than the initial loss, so
+    that a huge initial loss (bad scaling) does not make a poor final loss look
+    like progress.
+    """
+    _, s = smoothed_loss(trace)
+    if s.size == 0:
+        return {"initial": math.nan, "best": math.nan, "final": math.nan, "progress": 0.0,
+                "reference": math.nan}
+    first = float(trace.loss[0]) if np.isfinite(trace.loss[0]) else float(s[0])
+    start = max(first, float(s[0]))
+    best, final = float(np.min(s)), float(s[-1])
+    ref = min(trace.meta.get("expected_initial_loss") or start, start)
+    progress = (ref - final) / ref if ref > 0 else 0.0
+    return {"initial": start, "best": best, "final": final, "progress": progress,
+            "reference": ref}
+
+
+def relative(trace: Trace, j: int):
+    """||g|| / ||w|| per sample for parameter ``j`` (NaN where ||w|| = 0)."""
+    w = trace.weight_norm[:, j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(w > 0, trace.grad_norm[:, j] / w, np.nan)
+
+
+def update_ratio(trace: Trace, j: int):
+    """||dw|| / ||w|| per sample (0 where both are 0, NaN where only ||w|| is)."""
+    w, u = trace.weight_norm[:, j], trace.update_norm[:, j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(w > 0, u / w, np.nan)
+    return np.where((w == 0) & (u == 0), 0.0, r)
+
+
+def weights(trace: Trace):
+    """``[(layer, column index), ...]`` of the weight matrices, forward order."""
+    return [(layer, j) for j, (layer, _key) in enumerate(trace.params)]
+
+
+def lr_of(trace: Trace) -> float | None:
+    """The learning rate the run started with."""
+    lr = trace.meta.get("lr")
+    if lr is None and trace.lr.size and np.isfinite(trace.lr[0]):
+        lr = float(trace.lr[0])
+    return lr
+
+
+def lr_flag(trace: Trace, factor: float) -> str:
+    """``"--lr 0.01"``: the run's learning rate times ``factor``, as a flag."""
+    lr = lr_of(trace)
+    return f"--lr {lr * factor:.3g}" if lr else "--lr <smaller>"
+
+
+def lr_action(trace: Trace, factor: float) -> dict:
+    """``{"lr": ...}``: the run's learning rate times ``factor`` (empty when unknown)."""
+    lr = lr_of(trace)
+    return {"lr": float(f"{lr * factor:.3g}")} if lr else {}
+
+
+def late(n: int) -> slice:
+    """The last quarter of ``n`` samples (at least one)."""
+    return slice(n - max(1, n // 4), n)
+
+
+def first_sample_step(trace: Trace) -> list[int]:
+    """``[first sampled step]``, or ``[]`` when nothing was sampled."""
+    return [int(trace.sample_steps[0])] if trace.sample_steps.size else []

@@ -1,0 +1,132 @@
+"""The learning-rate detector: too high or too low, from update ratios *and* the loss curve.
+
+It runs after the other detectors and reads their findings: a learning rate is
+only blamed together with a symptom it explains, and not when another cause
+(initialisation, input scaling, zero gradients) explains the symptom first.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import findings as T
+from ..findings import Finding
+from ..trace import Trace
+from .common import loss_summary, lr_action, lr_flag, lr_of, median, update_ratio, weights
+
+__all__ = ["detect_learning_rate", "median_update_ratio"]
+
+#: findings that show the loss is unstable
+_UNSTABLE = {"non-finite", "loss-spikes", "loss-oscillation", "exploding-gradients"}
+#: causes that make every learning rate look too high: the gradients themselves are huge
+_INIT_CAUSES = {"initial-loss-off", "unscaled-inputs", "symmetric-units"}
+#: causes that make updates small whatever the learning rate
+_BLOCKED = {"zero-gradients", "stalled-weights", "tiny-gradients", "symmetric-units",
+            "vanishing-gradients"}
+
+
+def median_update_ratio(trace: Trace):
+    """``(median over layers of the median update/weight ratio, {layer: ratio})``."""
+    ws = weights(trace)
+    if not ws or trace.sample_steps.size == 0:
+        return None, {}
+    ratios = {layer: median(update_ratio(trace, j)) for layer, j in ws}
+    vals = [v for v in ratios.values() if math.isfinite(v) and v > 0]
+    return (float(np.median(vals)) if vals else None), ratios
+
+
+def _diverged(summary: dict) -> bool:
+    return (math.isfinite(summary["best"]) and summary["best"] > 0
+            and summary["final"] > T.DIVERGENCE_FACTOR * summary["best"]
+            and summary["final"] > summary["best"] + 0.05 * summary["initial"])
+
+
+def _init_issue(found: list[Finding], ids: set) -> set:
+    """The initialisation/scaling findings that come before a learning-rate change."""
+    issue = ids & _INIT_CAUSES
+    if any(f.id == "exploding-gradients" and "output layer to the input" in f.title
+           for f in found):
+        issue |= {"exploding-gradients"}
+    return issue
+
+
+def _big_updates_explain(ids: set, summary: dict, ratio) -> bool:
+    """Large updates together with a symptom they explain (instability, saturation, no
+    progress)."""
+    if ratio is None or ratio <= T.LR_HIGH_UPDATE_RATIO:
+        return False
+    return bool(ids & _UNSTABLE) or summary["progress"] < 0.5 or "saturated-units" in ids
+
+
+def _reasons_too_high(summary, ratio, ids, diverged, unstable) -> list[str]:
+    why = []
+    if "non-finite" in ids:
+        why.append("the loss became non-finite")
+    if diverged:
+        why.append(f"the loss rose from its best {summary['best']:.4g} to "
+                   f"{summary['final']:.4g}")
+    if ratio is not None and ratio > T.LR_HIGH_UPDATE_RATIO:
+        why.append(f"updates are {ratio:.2g} of the weights per step "
+                   f"(healthy is about {T.HEALTHY_UPDATE_RATIO:g})")
+    if unstable and "non-finite" not in ids:
+        why.append("the loss is unstable")
+    return why
+
+
+def _too_high(trace, found, ids, summary, ratio, per_layer, evidence) -> list[Finding]:
+    diverged = _diverged(summary)
+    unstable = bool(ids & _UNSTABLE)
+    if not (diverged or "non-finite" in ids or _big_updates_explain(ids, summary, ratio)):
+        return []
+    why = _reasons_too_high(summary, ratio, ids, diverged, unstable)
+    # with a broken initialisation or unscaled inputs every learning rate looks too
+    # high: the gradients themselves are huge; that cause comes first
+    init_issue = _init_issue(found, ids)
+    if init_issue:
+        why.append("but fix the initialisation/input scaling first: "
+                   + ", ".join(sorted(init_issue)))
+    severity = "info" if init_issue else (
+        "error" if "non-finite" in ids or diverged else "warning")
+    lr = lr_of(trace)
+    return [Finding(
+        "lr-too-high", severity,
+        "learning rate too high" + (f" (lr {lr:g})" if lr else "") + ": " + "; ".join(why),
+        "Each step overshoots the minimum: the loss jumps, oscillates or diverges, and "
+        "sigmoid/tanh units are pushed into saturation.",
+        f"Lower the learning rate about tenfold ({lr_flag(trace, 0.1)}), or find one with "
+        "the range test: --lr-find (nnx.doctor.lr_find(model, loss, x, y)).",
+        layers=[k for k, v in per_layer.items() if v > T.LR_HIGH_UPDATE_RATIO],
+        steps=[int(trace.sample_steps[0])] if trace.sample_steps.size else [],
+        evidence=evidence, action=lr_action(trace, 0.1))]
+
+
+def _too_low(trace, ids, summary, ratio, per_layer, evidence) -> list[Finding]:
+    small = ratio is not None and ratio < T.LR_LOW_UPDATE_RATIO
+    if not small or summary["progress"] >= T.LOW_PROGRESS or ids & _BLOCKED:
+        return []
+    lr = lr_of(trace)
+    return [Finding(
+        "lr-too-low", "warning",
+        "learning rate too low" + (f" (lr {lr:g})" if lr else "")
+        + f": updates are {ratio:.2g} of the weights per step and the loss fell only "
+        f"{100 * summary['progress']:.1f}%",
+        "The steps are so small that training would need thousands of times more of them.",
+        f"Raise the learning rate about tenfold ({lr_flag(trace, 10)}), or find one with "
+        "the range test: --lr-find.",
+        layers=list(per_layer), steps=[int(trace.sample_steps[0])], evidence=evidence,
+        action=lr_action(trace, 10))]
+
+
+def detect_learning_rate(trace: Trace, found: list[Finding]) -> list[Finding]:
+    """Learning rate too high or too low; ``found`` are the findings of the other detectors."""
+    ratio, per_layer = median_update_ratio(trace)
+    summary = loss_summary(trace)
+    ids = {f.id for f in found}
+    evidence = {"lr": lr_of(trace), "median_update_ratio": ratio, "update_ratios": per_layer,
+                "healthy_update_ratio": T.HEALTHY_UPDATE_RATIO,
+                "loss_initial": summary["initial"], "loss_best": summary["best"],
+                "loss_final": summary["final"]}
+    return (_too_high(trace, found, ids, summary, ratio, per_layer, evidence)
+            or _too_low(trace, ids, summary, ratio, per_layer, evidence))

@@ -1,0 +1,131 @@
+"""Unit detectors: dead ReLU units and saturated sigmoid/tanh units, per layer.
+
+They read the per-unit activity windows of the :class:`~nnx.doctor.trace.Trace`
+(how many sampled examples had each unit active or saturated).
+"""
+
+from __future__ import annotations
+
+from .. import findings as T
+from ..findings import Finding
+from ..trace import Trace
+from .common import loss_summary, lr_action, lr_flag
+
+__all__ = ["detect_units", "detect_dead", "detect_saturated"]
+
+#: a window needs this many rows before its counts are read at all
+_MIN_WINDOW_ROWS = min(T.DEAD_MIN_ROWS, 64)
+
+
+def _dead_fraction(unit, active):
+    """``(fraction, dead units)`` of the units of ``unit`` that can die and never fired."""
+    dead = (active == 0) & unit.can_die
+    return float(dead.sum() / unit.can_die.sum()), int(dead.sum())
+
+
+def _saturated_fraction(unit, saturated, rows):
+    """``(mean saturated fraction, units saturated on > 90% of rows)``."""
+    per_unit = saturated[unit.saturates] / rows
+    return float(per_unit.mean()), int((per_unit > 0.9).sum())
+
+
+def _counts(window, kind: str, li: int):
+    counts = window.active if kind == "dead" else window.saturated
+    return counts[li] if li < len(counts) else None
+
+
+def _layers_over(trace: Trace, window, kind: str) -> list:
+    """``[(unit, fraction, units over, units), ...]`` of the layers past the threshold."""
+    out = []
+    for li, unit in enumerate(trace.layers):
+        counts = _counts(window, kind, li)
+        if kind == "dead" and counts is not None and unit.can_die.any():
+            frac, k = _dead_fraction(unit, counts)
+            if frac >= T.DEAD_FRACTION:
+                out.append((unit, frac, k, int(unit.can_die.sum())))
+        elif kind == "sat" and counts is not None and unit.saturates.any():
+            frac, k = _saturated_fraction(unit, counts, window.rows)
+            if frac >= T.SATURATED_FRACTION:
+                out.append((unit, frac, k, int(unit.saturates.sum())))
+    return out
+
+
+def _first_window_steps(trace: Trace, kind: str) -> dict:
+    """First step at which each layer crossed the dead/saturated threshold (by window)."""
+    first = {}
+    for w in trace.windows:
+        if w.rows < (_MIN_WINDOW_ROWS if kind == "dead" else 1):
+            continue
+        for unit, *_ in _layers_over(trace, w, kind):
+            first.setdefault(unit.name, w.first_step)
+    return first
+
+
+def _unit_severity(fraction: float, error_from: float, progress: float) -> str:
+    """Error when most units are lost; otherwise a warning only while the loss is high."""
+    if fraction >= error_from:
+        return "error"
+    return "warning" if progress < T.UNIT_PROGRESS else "info"
+
+
+def _over_threshold(trace: Trace, kind: str):
+    """``(recent window, layers over the threshold, first step per layer, worst fraction)``,
+    or None when no layer is over it."""
+    window = trace.recent_windows(T.DEAD_MIN_ROWS)
+    if window is None or window.rows < _MIN_WINDOW_ROWS:
+        return None
+    layers = _layers_over(trace, window, kind)
+    if not layers:
+        return None
+    return window, layers, _first_window_steps(trace, kind), max(f for _, f, _, _ in layers)
+
+
+def detect_dead(trace: Trace) -> list[Finding]:
+    seen = _over_threshold(trace, "dead")
+    if seen is None:
+        return []
+    window, layers, first, worst = seen
+    desc = "; ".join(f"{u.label}: {d} of {n} units ({100 * f:.0f}%)" for u, f, d, n in layers)
+    return [Finding(
+        "dead-relu",
+        _unit_severity(worst, T.DEAD_FRACTION_ERROR, loss_summary(trace)["progress"]),
+        f"dead ReLU units, never active over the last {window.rows} sampled examples "
+        f"(steps {window.first_step}-{window.last_step}): {desc}",
+        "A ReLU unit whose pre-activation is negative for every input outputs 0 and gets "
+        "zero gradient, so it never recovers. Large updates (a high learning rate) or a "
+        "large negative bias push units there.",
+        f"Lower the learning rate ({lr_flag(trace, 0.1)}), use leaky ReLU "
+        "(--activation leaky_relu) or ELU, and keep init='auto' (He).",
+        layers=[u.owner for u, _, _, _ in layers],
+        steps=[first.get(u.name, window.first_step) for u, _, _, _ in layers],
+        evidence={u.owner: {"dead_fraction": f, "dead_units": d, "units": n}
+                  for u, f, d, n in layers} | {"rows": window.rows},
+        action=lr_action(trace, 0.1))]
+
+
+def detect_saturated(trace: Trace) -> list[Finding]:
+    seen = _over_threshold(trace, "sat")
+    if seen is None:
+        return []
+    window, layers, first, worst = seen
+    desc = "; ".join(f"{u.label}: {100 * f:.0f}% saturated, {k} of {n} units almost always"
+                     for u, f, k, n in layers)
+    return [Finding(
+        "saturated-units",
+        _unit_severity(worst, T.SATURATED_FRACTION_ERROR, loss_summary(trace)["progress"]),
+        f"saturated units over the last {window.rows} sampled examples: {desc}",
+        "Sigmoid/tanh outputs pinned near their bounds have a derivative close to 0, so "
+        "almost no gradient passes: pre-activations too large, from a high learning rate, "
+        "unscaled inputs or large initial weights.",
+        f"Lower the learning rate ({lr_flag(trace, 0.1)}), standardise the inputs, use "
+        "init='auto' (Xavier for tanh/sigmoid), or switch to ReLU (--activation relu).",
+        layers=[u.owner for u, _, _, _ in layers],
+        steps=[first.get(u.name, window.first_step) for u, _, _, _ in layers],
+        evidence={u.owner: {"saturated_fraction": f, "mostly_saturated_units": k,
+                            "units": n} for u, f, k, n in layers} | {"rows": window.rows},
+        action=lr_action(trace, 0.1))]
+
+
+def detect_units(trace: Trace) -> list[Finding]:
+    """Dead ReLU units and saturated sigmoid/tanh units, per layer, over recent windows."""
+    return detect_dead(trace) + detect_saturated(trace)
