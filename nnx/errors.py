@@ -11,7 +11,7 @@ from .backends._base import BackendUnavailable
 
 __all__ = ["NnxError", "ConfigError", "DataError", "ChecksumError", "BackendUnavailable",
            "DerivativeMismatch", "NonFiniteError", "CheckpointError", "MissingExtra",
-           "TrainingInterrupted",
+           "TrainingInterrupted", "DistributedError", "RankFailed",
            "USER_ERRORS"]
 
 
@@ -61,6 +61,21 @@ class CheckpointError(NnxError, ValueError):
 
 class MissingExtra(NnxError, ImportError):
     """An optional package is not installed; the message names the extra that installs it."""
+
+
+class DistributedError(NnxError, RuntimeError):
+    """A run on several processes cannot go on: a rank stopped answering, the ranks
+    disagree (data, seed, resumed with another count), or the engine is missing."""
+
+
+class RankFailed(DistributedError):
+    """Another rank of the run stopped with an error; ``rank`` names it and
+    ``exit_code`` is the exit status that rank's error has on the command line."""
+
+    def __init__(self, message: str, *, rank: int, exit_code: int = 2):
+        super().__init__(message)
+        self.rank = rank
+        self.exit_code = exit_code
 
 
 class TrainingInterrupted(NnxError):

@@ -18,6 +18,7 @@ __all__ = ["EXTRAS", "require", "install_hint"]
 #: top-level module -> the extra of ``nnx-trainer`` that installs it
 EXTRAS = {
     "h5py": "hdf5",
+    "mpi4py": "mpi",
     "onnx": "onnx",
     "onnxruntime": "onnx",
     "safetensors": "safetensors",

@@ -28,6 +28,7 @@ HOST_SIDE = (
     "nnx/train/progress*",
     "nnx/train/lr_finder.py",
     "nnx/testing/*",
+    "nnx/distributed/*",
     "nnx/export/*",
     "nnx/sklearn.py",
 )
@@ -35,6 +36,10 @@ HOST_SIDE = (
 HOST_LIBRARIES = {"numpy"}
 #: never imported anywhere in nnx/ (backends/ owns them)
 DEVICE_LIBRARIES = {"cupy", "cupyx", "torch", "array_api_strict", "jax"}
+#: the engines of more than one process: imported by nnx/distributed/ alone
+ENGINE_LIBRARIES = {"mpi4py"}
+#: the one module that may import CuPy, for NCCL (cupy.cuda.nccl)
+NCCL_MODULE = "nnx/distributed/nccl.py"
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,6 +70,10 @@ def violations(relpath: str, source: str) -> list[str]:
     """What ``relpath`` imports that it may not."""
     host_side = any(fnmatch.fnmatch(relpath, pattern) for pattern in HOST_SIDE)
     banned = DEVICE_LIBRARIES | (set() if host_side else HOST_LIBRARIES)
+    if not fnmatch.fnmatch(relpath, "nnx/distributed/*"):
+        banned |= ENGINE_LIBRARIES
+    elif relpath == NCCL_MODULE:
+        banned -= {"cupy"}
     return [f"{relpath}:{line} imports {name}"
             for line, name in imported_modules(source, relpath) if name in banned]
 
@@ -105,13 +114,18 @@ def lazy():
                                                                 "torch"]
     assert violations("nnx/train/progress_bar.py", "import numpy") == []
     assert violations("nnx/train/trainer.py", "import numpy") != []
+    assert violations("nnx/train/trainer.py", "import mpi4py") != []
+    assert violations("nnx/distributed/mpi.py", "import mpi4py, numpy") == []
+    assert violations("nnx/distributed/mpi.py", "import cupy") != []
+    assert violations(NCCL_MODULE, "from cupy.cuda import nccl") == []
 
 
 @pytest.mark.parametrize("module", ["nnx", "nnx.cli"])
 def test_importing_nnx_loads_no_device_library(module):
     code = (f"import sys, {module}, nnx\n"
             "nnx.mlp([3, 4, 2]).init('cpu', 0)\n"
-            f"print(sorted(m for m in {sorted(DEVICE_LIBRARIES)!r} if m in sys.modules))\n")
+            f"print(sorted(m for m in {sorted(DEVICE_LIBRARIES | ENGINE_LIBRARIES)!r} "
+            "if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
