@@ -26,7 +26,7 @@ from .synthetic import GENERATORS, blobs, circles, moons, regression, spirals, x
 DATASETS = ("digits", "mnist", "fashion-mnist", *GENERATORS)
 _ALIASES = {"fashion": "fashion-mnist", "fashion_mnist": "fashion-mnist",
             "fashionmnist": "fashion-mnist"}
-_FILE_SUFFIXES = (".npz", ".csv", ".csv.gz")
+_FILE_SUFFIXES = (".npz", ".csv", ".csv.gz", ".h5", ".hdf5")
 
 __all__ = ["Dataset", "DATASETS", "load", "stratified_split", "split_dataset", "load_digits",
            "load_file", "load_mnist", "read_idx", "write_idx", "cache_dir", "spirals", "moons",

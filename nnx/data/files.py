@@ -137,14 +137,19 @@ def load_file(path, *, seed: int = 0, rng=None, test_fraction: float = 0.2,
     if not os.path.isfile(path):
         raise DataError(f"data file {path} does not exist; check the path given to --dataset")
     lower = path.lower()
+    extra: dict = {}  # what a reader knows beyond the arrays (class names)
     if lower.endswith(".npz"):
         x, y, test = _read_npz(path)
     elif lower.endswith((".csv", ".csv.gz")):
         x, y, test = _read_csv(path)
+    elif lower.endswith((".h5", ".hdf5")):
+        from .hdf5 import read_hdf5
+
+        x, y, test, extra = read_hdf5(path)
     else:
-        raise DataError(f"{path}: unknown file type; use .npz (arrays x, y) or .csv (label in "
-                        "the last column)")
-    meta = {"source": path}
+        raise DataError(f"{path}: unknown file type; use .npz (arrays x, y), .csv (label in "
+                        "the last column) or .h5 (datasets x, y)")
+    meta = {"source": path, **extra}
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 0 or y.ndim == 0:
         raise DataError(f"{path}: x and y must be arrays with one row per example, got shapes "
