@@ -402,6 +402,111 @@ def test_check_xy_unknown_task():
         check_xy(np.ones((2, 2)), [0, 1], "ranking")
 
 
+# --- one check for the loaders, the Trainer and the doctor ----------------------------------
+
+SOFT_NOT_SUMMING_TO_1 = [[0.2, 0.3], [0.5, 0.5]]
+
+
+def test_rows_that_are_not_distributions_are_refused_by_loader_and_trainer_alike():
+    import nnx
+
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(DataError, match="read as one-hot rows.*row 0.*sum 0.5") as loader:
+        check_xy(x, SOFT_NOT_SUMMING_TO_1, "classification")
+    tr = nnx.Trainer(nnx.mlp([3, 2]), "cross_entropy")
+    with pytest.raises(DataError, match="read as one-hot rows.*row 0.*sum 0.5") as trainer:
+        tr.fit(x, SOFT_NOT_SUMMING_TO_1, epochs=1)
+    assert str(loader.value).split(": ", 1)[1] == str(trainer.value).split(": ", 1)[1]
+    # binary cross-entropy: each output is its own yes/no probability, rows need not sum to 1
+    tr = nnx.Trainer(nnx.mlp([3, 2]), "bce")
+    assert len(tr.fit(x, SOFT_NOT_SUMMING_TO_1, epochs=1, batch_size=2)) == 1
+
+
+def test_check_xy_with_a_loss_keeps_soft_labels_and_names_the_model():
+    x = np.ones((3, 2))
+    soft = np.array([[0.3, 0.7], [1.0, 0.0], [0.5, 0.5]])
+    _, y, one_hot = check_xy(x, soft, loss="cross_entropy", n_out=2)
+    assert y.dtype == np.float32 and np.array_equal(y, soft.astype(np.float32)) and not one_hot
+    _, y, one_hot = check_xy(x, soft, "classification")  # a loader: labels by argmax
+    assert y.tolist() == [1, 0, 0] and one_hot
+    _, y, _ = check_xy(x, [0.0, 1.0, 1.0], loss="bce", n_out=1)  # whole numbers: labels
+    assert y.dtype == np.int64
+    _, y, _ = check_xy(x, [0.2, 1.0, 0.9], loss="bce", n_out=1)  # probabilities, one column
+    assert y.shape == (3, 1) and y.dtype == np.float32
+    x64, _, _ = check_xy(x, [0, 1, 1], loss="cross_entropy", n_out=2, dtype="float64")
+    assert x64.dtype == np.float64
+    cases = [
+        ({"loss": "cross_entropy", "n_out": 3}, [0, 1, 3],
+         "label 3 in row 2 is out of range for 3 classes.*model with 3 output"),
+        ({"loss": "cross_entropy", "n_out": 3}, [1, 2, 3], "subtract 1"),
+        ({"loss": "bce", "n_out": 1}, [0, 1, 2], "label 2 in row 2 is out of range for 2"),
+        ({"loss": "bce", "n_out": 1}, [0.5, 1.5, 0.0], "probabilities in \\[0, 1\\]; row 1"),
+        ({"loss": "bce", "n_out": 4}, [0, 1, 3], "shape \\(n, 4\\).*use cross_entropy"),
+        ({"loss": "cross_entropy", "n_out": 3}, np.eye(2)[[0, 1, 1]],
+         "2 one-hot columns but the model has 3 outputs"),
+        ({"loss": "mse", "n_out": 2}, [1.0, 2.0, 3.0], "1 target column"),
+        ({"loss": "mse"}, [1e300, 0.0, 1.0], "too large for float32"),
+        ({"loss": "cross_entropy", "input_shape": (5,)}, [0, 1, 1], "2 features but the model "
+                                                                    "expects 5"),
+        ({"loss": "cross_entropy", "input_shape": (2, 1, 1)}, [0, 1, 1],
+         "takes images \\(n, 2, 1, 1\\).*x.reshape\\(-1, 2, 1, 1\\)"),
+    ]
+    for kw, y, match in cases:
+        with pytest.raises(DataError, match=match):
+            check_xy(x, y, where="test data", **kw)
+    with pytest.raises(ConfigError, match="mse is for regression"):
+        check_xy(x, [0, 1, 1], "classification", loss="mse")
+    with pytest.raises(ConfigError, match="dtype"):
+        check_xy(x, [0, 1, 1], "classification", dtype="int32")
+
+
+def test_images_are_checked_against_the_models_input_shape():
+    x = np.zeros((4, 3, 3, 1), np.float32)
+    xc, _, _ = check_xy(x, [0, 1, 0, 1], loss="cross_entropy", input_shape=(3, 3, 1))
+    assert xc.shape == (4, 3, 3, 1)
+    with pytest.raises(DataError, match="input_shape=\\(height, width, channels\\)"):
+        check_xy(x, [0, 1, 0, 1], loss="cross_entropy", input_shape=(9,))
+
+
+def test_check_labels_is_the_doctors_label_rule():
+    import nnx
+    from nnx.data import check_labels
+    from nnx.doctor import check
+
+    assert check_labels([0, 2, 1], n_out=3)[0].tolist() == [0, 2, 1]
+    with pytest.raises(DataError, match="y: label 3 in row 0 is out of range"):
+        check_labels([3, 0], "y", loss="cross_entropy", n_out=3)
+    model = nnx.mlp([2, 3]).init("cpu", 0)
+    x = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
+    (f,) = [f for f in check(model, "cross_entropy", x, np.array([3, 0, 1, 2]))
+            if f.id == "labels-out-of-range"]
+    assert "label 3 in row 0 is out of range for 3 classes" in f.title
+    rows = [f for f in check(model, "cross_entropy", x, np.full((4, 3), 0.2))
+            if f.id == "labels-out-of-range"]
+    assert rows and "read as one-hot rows" in rows[0].title
+
+
+def test_string_labels_and_empty_image_files_are_data_errors(tmp_path):
+    np.savez(tmp_path / "s.npz", x=np.ones((4, 2)), y=np.array(["a", "b", "a", "b"]))
+    with pytest.raises(DataError, match="y must be numeric"):
+        load_file(tmp_path / "s.npz")
+    np.savez(tmp_path / "e.npz", x=np.zeros((0, 4, 4), np.uint8), y=np.zeros(0))
+    with pytest.raises(DataError, match="empty"):
+        load_file(tmp_path / "e.npz")
+
+
+def test_the_doctors_duplicate_mask_is_the_duplicate_finder():
+    from nnx.doctor import duplicate_rows
+
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 4, (300, 3)).astype(np.float32)
+    b = rng.integers(0, 4, (200, 3)).astype(np.float32)
+    found = find_duplicates(a, b, max_examples=len(b))
+    mask = duplicate_rows(a, b)
+    assert mask.sum() == found.count > 0 and mask[found.examples[:, 1]].all()
+    assert not duplicate_rows(a, np.zeros((0, 3))).size
+
+
 # --- preparation helpers -------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import nnx
 from nnx import config
-from nnx.data.prepare import check_xy
+from nnx.data.checks import check_xy
 from nnx.errors import USER_ERRORS
 
 SETTINGS = settings(max_examples=60, deadline=None,

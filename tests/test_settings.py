@@ -206,14 +206,14 @@ def trainers():
 @PROPS
 @given(pair=_pairs(), loss=st.sampled_from(["cross_entropy", "mse", "bce"]))
 def test_trainer_data_check_succeeds_or_raises_an_nnx_error(trainers, pair, loss):
-    from nnx.train.data import check_xy
+    from nnx.train.device_data import to_device_xy
 
     x, y = pair
-    tr = trainers[loss]
+    tr = trainers[loss]  # on NumPy: the device arrays are host arrays
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            xc, yc = check_xy(tr, x, y, "training data")
+            xc, yc = to_device_xy(tr, x, y, "training data")
         except NnxError as exc:
             assert "training data" in str(exc) or "numeric" in str(exc)
             return

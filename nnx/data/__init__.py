@@ -2,8 +2,10 @@
 
 ``load(name)`` returns a :class:`Dataset` of float32 features ``(n, features)``
 and int64 labels ``(n,)`` (or float32 targets ``(n, k)``); moving data to a
-device is the trainer's job. ``prepare`` holds the checks and scalers used
-before training: ``check_xy``, ``Standardizer``, ``find_duplicates``.
+device is the trainer's job. ``checks`` holds the data checks that the
+loaders, the Trainer and the doctor share (``check_xy``, ``check_labels``,
+``find_duplicates``); ``prepare`` the scalers and the validation split
+(``Standardizer``, ``to_unit_range``, ``split_validation``).
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import inspect
 import os
 
 from ..errors import ConfigError
+from .checks import check_labels, check_xy, find_duplicates
 from .dataset import Dataset, split_dataset, stratified_split
 from .digits import load_digits
 from .download import cache_dir
 from .files import load_file
 from .idx import read_idx, write_idx
 from .mnist import load_mnist
-from .prepare import Standardizer, check_xy, find_duplicates, to_unit_range
+from .prepare import Standardizer, split_validation, to_unit_range
 from .synthetic import GENERATORS, blobs, circles, moons, regression, spirals, xor
 
 #: the dataset names ``load`` knows (a path to a .npz or .csv file works too)
@@ -30,8 +33,8 @@ _FILE_SUFFIXES = (".npz", ".csv", ".csv.gz", ".h5", ".hdf5")
 
 __all__ = ["Dataset", "DATASETS", "load", "stratified_split", "split_dataset", "load_digits",
            "load_file", "load_mnist", "read_idx", "write_idx", "cache_dir", "spirals", "moons",
-           "circles", "xor", "blobs", "regression", "check_xy", "Standardizer",
-           "to_unit_range", "find_duplicates"]
+           "circles", "xor", "blobs", "regression", "check_xy", "check_labels",
+           "find_duplicates", "Standardizer", "to_unit_range", "split_validation"]
 
 
 def _call(fn, what: str, /, *args, **kwargs):

@@ -21,14 +21,17 @@ import os
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from .checks import check_xy
 from .dataset import TASKS, Dataset, as_generator, split_dataset
-from .prepare import check_xy, to_unit_range
+from .prepare import to_unit_range
 
 #: header names taken as the label column, in order of preference
 LABEL_COLUMNS = ("label", "target", "class", "y")
 
 
 def _guess_task(y: np.ndarray) -> str:
+    if y.dtype.kind not in "biuf":  # not numbers: check_xy names the problem
+        return "classification"
     if y.ndim == 2 and y.shape[1] > 1:
         yf = y.astype(np.float64)
         one_hot = np.isin(yf, (0.0, 1.0)).all() and np.all(yf.sum(axis=1) == 1.0)
@@ -43,7 +46,7 @@ def _guess_task(y: np.ndarray) -> str:
 def _prepare_x(x: np.ndarray, path: str, meta: dict) -> np.ndarray:
     if x.ndim > 2:
         meta.setdefault("image_shape", tuple(x.shape[1:]))
-        x = x.reshape(x.shape[0], -1)
+        x = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))  # -1 fails for 0 rows
     if x.dtype == np.uint8:
         x = to_unit_range(x)
     return x
@@ -125,7 +128,7 @@ def _n_classes(labels: np.ndarray, path: str) -> int:
 
 def load_file(path, *, seed: int = 0, rng=None, test_fraction: float = 0.2,
               task: str | None = None) -> Dataset:
-    """Load a ``.npz`` or ``.csv`` file into a :class:`Dataset`.
+    """Load a ``.npz``, ``.csv`` or ``.h5`` file into a :class:`Dataset`.
 
     Without stored test arrays, ``test_fraction`` of the rows is held out
     (stratified by label for classification) using ``rng`` or ``seed``.
@@ -136,19 +139,7 @@ def load_file(path, *, seed: int = 0, rng=None, test_fraction: float = 0.2,
         raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if not os.path.isfile(path):
         raise DataError(f"data file {path} does not exist; check the path given to --dataset")
-    lower = path.lower()
-    extra: dict = {}  # what a reader knows beyond the arrays (class names)
-    if lower.endswith(".npz"):
-        x, y, test = _read_npz(path)
-    elif lower.endswith((".csv", ".csv.gz")):
-        x, y, test = _read_csv(path)
-    elif lower.endswith((".h5", ".hdf5")):
-        from .hdf5 import read_hdf5
-
-        x, y, test, extra = read_hdf5(path)
-    else:
-        raise DataError(f"{path}: unknown file type; use .npz (arrays x, y), .csv (label in "
-                        "the last column) or .h5 (datasets x, y)")
+    x, y, test, extra = _read(path)
     meta = {"source": path, **extra}
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 0 or y.ndim == 0:
@@ -164,6 +155,29 @@ def load_file(path, *, seed: int = 0, rng=None, test_fraction: float = 0.2,
         return split_dataset(name, x, y, test_fraction=test_fraction,
                              rng=as_generator(rng, seed), n_classes=n_classes, task=task,
                              meta=meta)
+    xt, yt = _test_arrays(path, test, x, y, task)
+    n_classes = _n_classes(np.concatenate([y, yt]), path) if classify else None
+    return Dataset(x, y, xt, yt, name, n_classes, task, meta)
+
+
+def _read(path: str):
+    """``(x, y, test or None, extra)`` from a file, by its suffix; ``extra`` is what a reader
+    knows beyond the arrays (class names)."""
+    lower = path.lower()
+    if lower.endswith(".npz"):
+        return (*_read_npz(path), {})
+    if lower.endswith((".csv", ".csv.gz")):
+        return (*_read_csv(path), {})
+    if lower.endswith((".h5", ".hdf5")):
+        from .hdf5 import read_hdf5
+
+        return read_hdf5(path)
+    raise DataError(f"{path}: unknown file type; use .npz (arrays x, y), .csv (label in "
+                    "the last column) or .h5 (datasets x, y)")
+
+
+def _test_arrays(path: str, test, x: np.ndarray, y: np.ndarray, task: str):
+    """The file's own test arrays, checked like the training arrays and against them."""
     xt, yt = np.asarray(test[0]), np.asarray(test[1])
     if xt.ndim == 0 or yt.ndim == 0:
         raise DataError(f"{path}: x_test and y_test must be arrays, got shapes {xt.shape} and "
@@ -171,8 +185,7 @@ def load_file(path, *, seed: int = 0, rng=None, test_fraction: float = 0.2,
     xt, yt, _ = check_xy(_prepare_x(xt, path, {}), yt, task, where=f"{path} (test arrays)")
     if xt.shape[1] != x.shape[1]:
         raise DataError(f"{path}: x has {x.shape[1]} features but x_test has {xt.shape[1]}")
-    n_classes = _n_classes(np.concatenate([y, yt]), path) if classify else None
-    if not classify and yt.shape[1] != y.shape[1]:
+    if task != "classification" and yt.shape[1] != y.shape[1]:
         raise DataError(f"{path}: y has {y.shape[1]} target columns but y_test has "
                         f"{yt.shape[1]}")
-    return Dataset(x, y, xt, yt, name, n_classes, task, meta)
+    return xt, yt

@@ -12,7 +12,8 @@ import math
 import numpy as np
 
 from ..activations import check_derivative
-from ..errors import DerivativeMismatch
+from ..data.checks import check_labels, find_duplicates
+from ..errors import DataError, DerivativeMismatch
 from ..layers import ActivationLayer, BatchNorm, MixedActivation
 from ..losses import MeanSquaredError, SigmoidBinaryCrossEntropy, SoftmaxCrossEntropy, get_loss
 from . import findings as T
@@ -364,84 +365,99 @@ def _check_inputs(x: np.ndarray) -> list[Finding]:
 
 
 def _check_labels(model, loss, y: np.ndarray) -> list[Finding]:
-    out = []
-    n_out = _n_out(model)
+    """The labels by :func:`nnx.data.check_labels`' rules (the ones the Trainer enforces),
+    then what those rules allow but a diagnosis flags: a many-class target for binary
+    cross-entropy, class imbalance, outputs no label uses, a bounded regression output."""
     last = [la.name for la in model.layers if "w" in la.params][-1:]
-    if isinstance(loss, SoftmaxCrossEntropy) and y.ndim == 1:
-        yf = np.asarray(y, dtype=np.float64)
-        if not np.all(np.isfinite(yf)) or np.any(yf != np.round(yf)):
-            out.append(Finding(
-                "labels-out-of-range", "error",
-                "cross-entropy labels are not whole numbers",
-                "Softmax cross-entropy takes class indices 0..C-1 (or one-hot rows).",
-                "Pass integer class labels, e.g. y = y.astype('int64'); for a real-valued "
-                "target use loss='mse'.", layers=last,
-                evidence={"min": float(np.nanmin(yf)), "max": float(np.nanmax(yf))}))
-            return out
-        lo, hi = int(yf.min()), int(yf.max())
-        if n_out is not None and (lo < 0 or hi >= n_out):
-            hint = (" - labels 1..C? subtract 1: y = y - 1" if lo == 1 and hi == n_out else "")
-            out.append(Finding(
-                "labels-out-of-range", "error",
-                f"labels go from {lo} to {hi} but the model has {n_out} outputs "
-                f"(classes 0..{n_out - 1})" + hint,
-                "Each label picks one output unit; a label outside 0..C-1 has no unit, so "
-                "its loss and gradient are wrong (or the one-hot row is all zeros).",
-                f"Make labels 0..{n_out - 1}, or give the model {hi + 1} outputs.",
-                layers=last, evidence={"min": lo, "max": hi, "outputs": n_out}))
-            return out
-        counts = np.bincount(yf.astype(np.int64), minlength=n_out or 0)
-        out += _imbalance(counts)
-        if n_out is not None and n_out > hi + 1 and n_out > 2:
-            out.append(Finding(
-                "output-loss-mismatch", "info",
-                f"the model has {n_out} outputs but the labels use only classes 0..{hi}",
-                "Outputs for classes that never occur waste capacity and skew the initial "
-                "loss check.",
-                f"Give the model {hi + 1} outputs.", layers=last,
-                evidence={"outputs": n_out, "max_label": hi}))
-    elif isinstance(loss, SigmoidBinaryCrossEntropy):
-        yf = np.asarray(y, dtype=np.float64)
-        values = np.unique(yf[:10000]) if yf.size else yf
-        if yf.ndim == 1 and values.size > 2 and np.all(values == np.round(values)):
-            out.append(Finding(
-                "output-loss-mismatch", "error",
-                f"sigmoid binary cross-entropy with a {values.size}-class target",
-                "Binary cross-entropy treats every output as an independent yes/no "
-                "probability; it cannot express one class out of many.",
-                "Use softmax cross-entropy (loss='cross_entropy', --loss cross_entropy) with "
-                f"{values.size} outputs.", layers=last,
-                evidence={"classes": int(values.size), "outputs": n_out}))
-        elif np.any(yf < 0) or np.any(yf > 1):
-            out.append(Finding(
-                "labels-out-of-range", "error",
-                f"binary cross-entropy targets outside [0, 1] (from {yf.min():.4g} to "
-                f"{yf.max():.4g})",
-                "Binary cross-entropy compares a probability with a target probability.",
-                "Use 0/1 targets, or loss='mse' for a real-valued target.", layers=last,
-                evidence={"min": float(yf.min()), "max": float(yf.max())}))
-        elif yf.ndim == 1 or (yf.ndim == 2 and yf.shape[1] == 1):
-            counts = np.bincount((yf.reshape(-1) > 0.5).astype(np.int64), minlength=2)
-            out += _imbalance(counts)
-    elif isinstance(loss, MeanSquaredError):
-        act = _output_activation(model)
-        bounds = getattr(act, "output_range", None)
-        if bounds is not None and (math.isfinite(bounds[0]) or math.isfinite(bounds[1])):
-            yf = np.asarray(y, dtype=np.float64)
-            outside = float(np.mean((yf < bounds[0]) | (yf > bounds[1])))
-            if outside > 0:
-                out.append(Finding(
-                    "bounded-regression-output", "error",
-                    f"the output layer ends with {act.name} (range {bounds[0]:g} to "
-                    f"{bounds[1]:g}) but {100 * outside:.1f}% of the regression targets lie "
-                    f"outside it (targets from {yf.min():.4g} to {yf.max():.4g})",
-                    "A bounded output can never reach those targets, so their error never "
-                    "goes away, and the units saturate trying.",
-                    "Leave the regression output linear (mlp(sizes, output=None)), or scale "
-                    "the targets into the output's range.", layers=last,
-                    evidence={"outside_fraction": outside, "low": bounds[0],
-                              "high": bounds[1]}))
+    if isinstance(loss, MeanSquaredError):
+        return _bounded_output(model, y, last)
+    if loss.task != "classification":
+        return []
+    n_out = _n_out(model)
+    if isinstance(loss, SigmoidBinaryCrossEntropy):
+        many = _many_classes(y, n_out, last)
+        if many:
+            return many
+    try:
+        labels, _ = check_labels(y, "y", loss=loss, n_out=n_out)
+    except DataError as exc:
+        return [_unreadable_labels(exc, y, loss, n_out, last)]
+    return _label_balance(labels, loss, n_out, last)
+
+
+def _unreadable_labels(exc: DataError, y, loss, n_out, last) -> Finding:
+    y = np.asarray(y)
+    yf = y.astype(np.float64) if y.dtype.kind in "biuf" else np.zeros(0)
+    finite = yf[np.isfinite(yf)]
+    span = {"min": float(finite.min()), "max": float(finite.max())} if finite.size else {}
+    return Finding(
+        "labels-out-of-range", "error", " ".join(str(exc).split()),
+        "Each label picks one output unit (for binary cross-entropy, it is a target "
+        "probability); a label the loss cannot read gives a wrong loss and gradient, or "
+        "an error when training starts.",
+        "Pass class indices 0..C-1 for C outputs (or one-hot rows), 0/1 targets for "
+        "binary cross-entropy; for a real-valued target use loss='mse'.",
+        layers=last, evidence={**span, "outputs": n_out, "loss": loss.name})
+
+
+def _label_balance(labels: np.ndarray, loss, n_out, last) -> list[Finding]:
+    """Class imbalance, and outputs no label uses, of checked labels or probability rows."""
+    if labels.ndim != 1:  # probability rows: balance by the most likely class
+        if isinstance(loss, SigmoidBinaryCrossEntropy) and labels.shape[1] > 1:
+            return []  # several yes/no targets per row: no single class to count
+        labels = np.argmax(labels, axis=1) if labels.shape[1] > 1 else \
+            (labels[:, 0] > 0.5).astype(np.int64)
+    counts = np.bincount(labels, minlength=max(n_out or 0, 2 if n_out == 1 else 0))
+    out = _imbalance(counts)
+    hi = int(labels.max())
+    if isinstance(loss, SoftmaxCrossEntropy) and n_out is not None and n_out > max(hi + 1, 2):
+        out.append(Finding(
+            "output-loss-mismatch", "info",
+            f"the model has {n_out} outputs but the labels use only classes 0..{hi}",
+            "Outputs for classes that never occur waste capacity and skew the initial "
+            "loss check.",
+            f"Give the model {hi + 1} outputs.", layers=last,
+            evidence={"outputs": n_out, "max_label": hi}))
     return out
+
+
+def _many_classes(y, n_out, last) -> list[Finding]:
+    """Binary cross-entropy given labels of more than two classes, one column."""
+    y = np.asarray(y)
+    if y.ndim != 1 or y.dtype.kind not in "biuf" or not y.size:
+        return []
+    values = np.unique(y[:10000].astype(np.float64))
+    if values.size <= 2 or not np.all(np.isfinite(values) & (values == np.round(values))):
+        return []
+    return [Finding(
+        "output-loss-mismatch", "error",
+        f"sigmoid binary cross-entropy with a {values.size}-class target",
+        "Binary cross-entropy treats every output as an independent yes/no "
+        "probability; it cannot express one class out of many.",
+        "Use softmax cross-entropy (loss='cross_entropy', --loss cross_entropy) with "
+        f"{values.size} outputs.", layers=last,
+        evidence={"classes": int(values.size), "outputs": n_out})]
+
+
+def _bounded_output(model, y, last) -> list[Finding]:
+    act = _output_activation(model)
+    bounds = getattr(act, "output_range", None)
+    if bounds is None or not (math.isfinite(bounds[0]) or math.isfinite(bounds[1])):
+        return []
+    yf = np.asarray(y, dtype=np.float64)
+    outside = float(np.mean((yf < bounds[0]) | (yf > bounds[1])))
+    if outside == 0:
+        return []
+    return [Finding(
+        "bounded-regression-output", "error",
+        f"the output layer ends with {act.name} (range {bounds[0]:g} to "
+        f"{bounds[1]:g}) but {100 * outside:.1f}% of the regression targets lie "
+        f"outside it (targets from {yf.min():.4g} to {yf.max():.4g})",
+        "A bounded output can never reach those targets, so their error never "
+        "goes away, and the units saturate trying.",
+        "Leave the regression output linear (mlp(sizes, output=None)), or scale "
+        "the targets into the output's range.", layers=last,
+        evidence={"outside_fraction": outside, "low": bounds[0], "high": bounds[1]})]
 
 
 def _imbalance(counts: np.ndarray) -> list[Finding]:
@@ -470,35 +486,18 @@ def _imbalance(counts: np.ndarray) -> list[Finding]:
 
 
 def duplicate_rows(a, b) -> np.ndarray:
-    """Boolean mask over the rows of ``b`` that equal some row of ``a`` exactly.
+    """Boolean mask over the rows of ``b`` (n_b, ...) that equal some row of ``a`` exactly.
 
-    Rows are hashed to 64 bits with a random linear hash of their float32 words
-    (wrapping integer arithmetic), candidates are found by hash, then confirmed by
-    comparing the values, so a hash collision cannot create a false duplicate.
+    Found by :func:`nnx.data.find_duplicates` (compared in a common dtype, -0.0
+    equal to 0.0); rows of another width than ``a``'s match nothing.
     """
-    a = np.ascontiguousarray(np.asarray(a, dtype=np.float32).reshape(a.shape[0], -1))
-    b = np.ascontiguousarray(np.asarray(b, dtype=np.float32).reshape(b.shape[0], -1))
-    if a.shape[1] != b.shape[1] or a.size == 0 or b.size == 0:
-        return np.zeros(b.shape[0], dtype=bool)
-    a, b = a + 0.0, b + 0.0  # -0.0 == 0.0: same bits after adding 0
-    mult = np.random.default_rng(12345).integers(1, 2**63, a.shape[1], dtype=np.uint64) | 1
-
-    def digest(m):
-        with np.errstate(over="ignore"):
-            return (m.view(np.uint32).astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)
-
-    ha, hb = digest(a), digest(b)
-    order = np.argsort(ha)
-    ha_sorted = ha[order]
-    pos = np.clip(np.searchsorted(ha_sorted, hb), 0, ha.size - 1)
-    mask = np.zeros(b.shape[0], dtype=bool)
-    for i in np.nonzero(ha_sorted[pos] == hb)[0]:
-        j = pos[i]
-        while j < ha.size and ha_sorted[j] == hb[i]:
-            if np.array_equal(a[order[j]], b[i]):
-                mask[i] = True
-                break
-            j += 1
+    a, b = np.asarray(a), np.asarray(b)
+    mask = np.zeros(b.shape[0] if b.ndim else 0, dtype=bool)
+    if a.ndim == 0 or b.ndim == 0 or a.size == 0 or b.size == 0 \
+            or a.size // a.shape[0] != b.size // b.shape[0]:
+        return mask
+    found = find_duplicates(a, b, max_examples=b.shape[0])
+    mask[found.examples[:, 1]] = True
     return mask
 
 

@@ -17,11 +17,12 @@ import warnings
 from array_api_compat import array_namespace
 
 from .. import backends
+from ..data.prepare import split_validation
 from ..errors import ConfigError, DataError, NonFiniteError
 from ..losses import get_loss
 from ..optim import Optimizer, get_optimizer
 from .callbacks import Callback, StepState, TerminateOnNonFinite
-from .data import split_validation, to_device_xy
+from .device_data import to_device_xy
 from .history import History
 from .metrics import abs_error_sum, correct_count, labels_of, sq_error_sum
 from .nonfinite import LOWER_LR, SkipGuard, Snapshot, first_nonfinite_param, replay
