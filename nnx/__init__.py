@@ -34,16 +34,21 @@ from .errors import (
 from .gradcheck import check_layer, gradcheck
 from .layers import (
     ActivationLayer,
+    AvgPool2D,
     BatchNorm,
+    Conv2D,
     Dense,
     Dropout,
+    Flatten,
+    GlobalAvgPool2D,
     Layer,
+    MaxPool2D,
     MixedActivation,
     Sequential,
     register_layer,
 )
 from .losses import get_loss
-from .models import mlp
+from .models import cnn, mlp
 from .optim import SGD, Adam, AdamW, Optimizer, RMSProp, get_optimizer
 from .schedules import get_schedule
 from .train import History, Trainer
@@ -75,4 +80,5 @@ __all__ = [
     "check_layer", "gradcheck",
     "ActivationLayer", "BatchNorm", "Dense", "Dropout", "Layer", "MixedActivation",
     "Sequential", "register_layer", "get_loss", "mlp",
+    "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten", "cnn",
 ]

@@ -1,10 +1,23 @@
-"""The ``mlp`` builder: the multilayer perceptron most users start from."""
+"""Model builders: ``mlp`` (the multilayer perceptron most users start from), ``cnn`` (the
+classic small convolutional network) and ``from_spec`` (any stack from a short string)."""
 
 from __future__ import annotations
 
 from .activations import get_activation
 from .errors import ConfigError
-from .layers import ActivationLayer, BatchNorm, Dense, Dropout, MixedActivation, Sequential
+from .layers import (
+    ActivationLayer,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    MixedActivation,
+    Sequential,
+)
 
 
 def _hidden_activation(spec, n):
@@ -63,3 +76,150 @@ def mlp(sizes, activation="relu", output=None, init: str = "auto", dropout: floa
     if out_act is not None:
         layers.append(ActivationLayer(out_act))
     return Sequential(layers)
+
+
+def cnn(input_shape, n_out: int, *, filters=(32, 64), kernel_size: int = 3, pool: int = 2,
+        dense: int = 128, dropout: float = 0.25, batchnorm: bool = False,
+        init: str = "auto") -> Sequential:
+    """The classic small CNN for images ``(batch, height, width, channels)``.
+
+    For each entry of ``filters``: ``Conv2D(f, kernel_size, padding="same")``,
+    [BatchNorm over channels], ReLU, ``MaxPool2D(pool)``; then Flatten, Dense
+    ``dense`` + ReLU, Dropout ``dropout`` and an output Dense of ``n_out`` logits.
+    The defaults are conv 32 3x3, max-pool 2, conv 64 3x3, max-pool 2, dense 128,
+    dropout 0.25.
+
+    Parameters
+    ----------
+    input_shape : ``(height, width, channels)`` of one image, e.g. ``(28, 28, 1)``.
+    n_out : outputs (classes).
+    """
+    try:
+        filters = [int(f) for f in filters]
+    except (TypeError, ValueError):
+        raise ConfigError(f"filters must be a list of integers, got {filters!r}") from None
+    layers = []
+    for f in filters:
+        layers.append(Conv2D(f, kernel_size, padding="same", init=init, bias=not batchnorm))
+        if batchnorm:
+            layers.append(BatchNorm(f))
+        layers += [ActivationLayer("relu"), MaxPool2D(pool)]
+    layers.append(Flatten())
+    return _with_head(layers, input_shape, n_out, dense=[dense] if dense else [],
+                      dropout=dropout, init=init)
+
+
+def _with_head(layers, input_shape, n_out, dense=(), dropout=0.0, init="auto") -> Sequential:
+    """``layers`` + Dense blocks of sizes ``dense`` (ReLU, Dropout) + output Dense ``n_out``,
+    with every size after the images computed from ``input_shape``."""
+    if isinstance(n_out, bool) or not isinstance(n_out, int) or n_out <= 0:
+        raise ConfigError(f"the number of outputs must be a positive integer, got {n_out!r}")
+    layers = list(layers)
+    width = _features(layers, input_shape)
+    for n in dense:
+        layers += [Dense(width, n, init=init), ActivationLayer("relu")]
+        if dropout:
+            layers.append(Dropout(dropout))
+        width = n
+    layers.append(Dense(width, n_out, init=init, family="linear"))
+    return Sequential(layers, input_shape=input_shape)
+
+
+def _features(layers, input_shape) -> int:
+    """The width of the rows that ``layers`` give for inputs ``input_shape``."""
+    from .layers.images import infer_shapes
+
+    shapes = infer_shapes(Sequential(layers).layers, input_shape) if layers else [
+        tuple(input_shape)]
+    last = shapes[-1]
+    if len(last) != 1:
+        raise ConfigError(f"the layers end with images of shape {last}; add flatten or "
+                          "globalavgpool before the dense layers")
+    return last[0]
+
+
+#: the ``--layers`` grammar, shown by ``--help`` and in errors
+SPEC_HELP = (
+    "comma-separated layers, first to last; the output dense layer is added: "
+    "conv:F:K[:S[:PAD]] (F filters, KxK kernel, stride S, PAD same|valid|zeros; "
+    "default stride 1, same), maxpool:K[:S], avgpool:K[:S], gap (global average pool), "
+    "flatten, dense:N, dropout:P, batchnorm, or an activation name (relu, tanh, "
+    "leaky_relu:0.2, ...). Example: conv:32:3,relu,maxpool:2,flatten,dense:128,relu")
+
+
+def _spec_ints(token: str, args: list[str], least: int, most: int) -> list[int]:
+    if not least <= len(args) <= most:
+        raise ConfigError(f"layer {token!r} in --layers takes {least} to {most} numbers; "
+                          f"{SPEC_HELP}")
+    try:
+        return [int(a) for a in args]
+    except ValueError:
+        raise ConfigError(f"layer {token!r} in --layers needs whole numbers; "
+                          f"{SPEC_HELP}") from None
+
+
+def _spec_conv(token: str, args: list[str]):
+    pad = "same"
+    if len(args) == 4:
+        pad = args.pop()
+        if pad not in ("same", "valid"):
+            pad = _spec_ints(token, [pad], 1, 1)[0]
+    f, k, *stride = _spec_ints(token, args, 2, 3)
+    return Conv2D(f, k, stride[0] if stride else 1, padding=pad)
+
+
+def _spec_layer(token: str, shape: tuple):
+    """One layer of a ``--layers`` string, for inputs of per-example ``shape``."""
+    kind, *args = token.strip().lower().split(":")
+    if kind == "conv":
+        return _spec_conv(token, args)
+    if kind in ("maxpool", "avgpool"):
+        size, *stride = _spec_ints(token, args, 1, 2)
+        return (MaxPool2D if kind == "maxpool" else AvgPool2D)(size, *stride)
+    if kind == "dense":
+        (n,) = _spec_ints(token, args, 1, 1)
+        if len(shape) != 1:
+            raise ConfigError(f"{token!r} in --layers follows images of shape {shape}; put "
+                              "flatten (or gap) before it")
+        return Dense(shape[0], n)
+    if kind == "dropout":
+        try:
+            (rate,) = [float(a) for a in args]
+        except ValueError:
+            raise ConfigError(f"{token!r} in --layers needs one rate: dropout:0.25") from None
+        return Dropout(rate)
+    if args and kind in ("gap", "flatten", "batchnorm"):
+        raise ConfigError(f"layer {token!r} in --layers takes no numbers; {SPEC_HELP}")
+    if kind == "gap":
+        return GlobalAvgPool2D()
+    if kind == "flatten":
+        return Flatten()
+    if kind == "batchnorm":
+        return BatchNorm(shape[-1])
+    try:
+        return ActivationLayer(get_activation(token.strip()))
+    except ConfigError:
+        raise ConfigError(f"unknown layer {token!r} in --layers; {SPEC_HELP}") from None
+
+
+def from_spec(spec: str, input_shape, n_out: int, init: str = "auto") -> Sequential:
+    """Build the stack a ``--layers`` string describes (see :data:`SPEC_HELP`), for
+    examples of shape ``input_shape`` (``(height, width, channels)`` or ``(features,)``),
+    ending in an output Dense of ``n_out`` logits."""
+    from .layers.images import infer_shapes
+
+    tokens = [t for t in str(spec).split(",") if t.strip()]
+    if not tokens:
+        raise ConfigError(f"--layers is empty; {SPEC_HELP}")
+    layers, shape = [], tuple(input_shape)
+    for token in tokens:
+        layer = _spec_layer(token, shape)
+        layer.name = f"{type(layer).__name__.lower()}_{len(layers)}"
+        if isinstance(layer, (Conv2D, Dense)):
+            layer.init_name = init
+        shape = infer_shapes([layer], shape)[0]
+        layers.append(layer)
+    if len(shape) != 1:
+        raise ConfigError(f"--layers ends with images of shape {shape}; end it with flatten "
+                          "(or gap) so the output layer gets rows")
+    return _with_head(layers, input_shape, n_out, init=init)

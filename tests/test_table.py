@@ -1,7 +1,9 @@
 """One table of every layer, activation and loss, each run through the same checks.
 
 Layers (Dense, one ActivationLayer per activation, MixedActivation, Dropout and
-BatchNorm in training and evaluation, Sequential, mlp) and losses (softmax
+BatchNorm in training and evaluation, Sequential, mlp; Conv2D, the pools,
+Flatten, BatchNorm and Dropout on images (batch, height, width, channels), cnn)
+and losses (softmax
 cross-entropy with labels, one-hot and soft targets, sigmoid binary
 cross-entropy with ``(n,)`` and ``(n, k)`` targets, MSE) go through, on every
 backend:
@@ -32,10 +34,15 @@ from nnx.activations import ACTIVATIONS, check_derivative, get_activation
 from nnx.gradcheck import GRAD_FLOOR
 from nnx.layers import (
     ActivationLayer,
+    AvgPool2D,
     BatchNorm,
+    Conv2D,
     Dense,
     Dropout,
+    Flatten,
+    GlobalAvgPool2D,
     Layer,
+    MaxPool2D,
     MixedActivation,
     Sequential,
 )
@@ -64,6 +71,9 @@ class LayerCase:
     train: bool = False
     #: run a few training batches first (BatchNorm evaluation uses what they leave)
     warmup: bool = False
+    #: one example's input and output shapes, for layers whose sizes do not say them
+    shape: tuple = ()
+    out: tuple = ()
 
 
 LAYERS = [
@@ -81,8 +91,29 @@ LAYERS = [
     LayerCase("mlp", lambda: nnx.mlp([3, 5, 4, 2], activation=["tanh", "sigmoid"])),
     LayerCase("mlp-mixed-bn", lambda: nnx.mlp([3, 6, 2], activation="mixed:tanh,sin,softplus",
                                               batchnorm=True), train=True),
+    LayerCase("conv-same", lambda: Conv2D(3, 3, in_channels=2), shape=(5, 4, 2), out=(5, 4, 3)),
+    LayerCase("conv-valid-stride-nobias", lambda: Conv2D(2, 2, 2, "valid", bias=False,
+                                                         init="xavier_uniform", in_channels=2),
+              shape=(5, 5, 2), out=(2, 2, 2)),
+    LayerCase("conv-pad1-stride2", lambda: Conv2D(2, 3, 2, 1, in_channels=1), shape=(6, 5, 1),
+              out=(3, 3, 2)),
+    LayerCase("maxpool", lambda: MaxPool2D(2), shape=(4, 5, 2), out=(2, 2, 2)),
+    LayerCase("maxpool-overlap", lambda: MaxPool2D(3, 1), shape=(4, 4, 1), out=(2, 2, 1)),
+    LayerCase("avgpool", lambda: AvgPool2D(2, 1), shape=(3, 3, 2), out=(2, 2, 2)),
+    LayerCase("globalavgpool", lambda: GlobalAvgPool2D(), shape=(3, 4, 2), out=(2,)),
+    LayerCase("flatten", lambda: Flatten(), shape=(2, 3, 2), out=(12,)),
+    LayerCase("batchnorm-images-train", lambda: BatchNorm(2), train=True, shape=(3, 3, 2),
+              out=(3, 3, 2)),
+    LayerCase("batchnorm-images-eval", lambda: BatchNorm(2), warmup=True, shape=(3, 3, 2),
+              out=(3, 3, 2)),
+    LayerCase("dropout-maps-train", lambda: Dropout(0.3), train=True, shape=(3, 3, 2),
+              out=(3, 3, 2)),
+    LayerCase("cnn", lambda: nnx.cnn((6, 6, 1), 2, filters=(2, 3), dense=4), train=True,
+              shape=(6, 6, 1), out=(2,)),
+    LayerCase("cnn-bn", lambda: nnx.cnn((4, 4, 2), 2, filters=(2,), dense=3, dropout=0.0,
+                                        batchnorm=True), train=True, shape=(4, 4, 2), out=(2,)),
 ]
-MODELS = [c for c in LAYERS if c.id in ("sequential", "mlp", "mlp-mixed-bn")]
+MODELS = [c for c in LAYERS if c.id in ("sequential", "mlp", "mlp-mixed-bn", "cnn", "cnn-bn")]
 
 
 @dataclass(frozen=True)
@@ -132,8 +163,9 @@ class FixedMasks:
 
 
 def host_input(width, seed=0, rows=BATCH):
-    """Normal inputs kept 0.2 away from 0, where ReLU-like activations have a kink."""
-    x = np.random.default_rng(seed).standard_normal((rows, width))
+    """Normal inputs kept 0.2 away from 0, where ReLU-like activations have a kink;
+    ``width`` is a feature count or one example's shape."""
+    x = np.random.default_rng(seed).standard_normal((rows, *np.atleast_1d(width)))
     return np.sign(x) * (0.2 + np.abs(x))
 
 
@@ -143,7 +175,7 @@ def build(case, backend, dtype):
     for la in leaves(layer):
         if isinstance(la, Dropout):
             la.rng = FixedMasks(backend)
-    width = layer.n_in or 3
+    width = case.shape or layer.n_in or 3
     if case.warmup:
         for i in range(3):
             layer.forward(backend.asarray(2.0 * host_input(width, 10 + i, 8) + 1.0, dtype),
@@ -202,7 +234,7 @@ def need_float64(backend):
 def test_layer_shape_device_dtype_values(case, backend, float_dtype):
     layer, x, y, dx, grads, _ = run_layer(case, backend, float_dtype)
     n_out = layer.n_out or x.shape[1]
-    assert_on(backend, y, float_dtype, (BATCH, n_out))
+    assert_on(backend, y, float_dtype, (BATCH, *(case.out or (n_out,))))
     assert_on(backend, dx, float_dtype, x.shape)
     for la in leaves(layer):
         for k, p in la.params.items():

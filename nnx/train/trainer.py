@@ -18,7 +18,8 @@ from array_api_compat import array_namespace
 
 from .. import backends
 from ..data.prepare import split_validation
-from ..errors import ConfigError, DataError, NonFiniteError
+from ..errors import ConfigError, NonFiniteError
+from ..layers.images import check_data_shape
 from ..losses import get_loss
 from ..optim import Optimizer, get_optimizer
 from .callbacks import Callback, StepState, TerminateOnNonFinite
@@ -443,16 +444,12 @@ class Trainer:
         xp = self.backend.xp
         try:
             if array_namespace(x) is xp and self.backend.name != "numpy":
-                if x.ndim != 2:
-                    raise DataError(f"x must be 2-D (examples, features), got shape "
-                                    f"{tuple(x.shape)}")
+                check_data_shape(self.model, tuple(x.shape), "x")
                 return x
         except TypeError:
             pass
         host = backends.get("numpy").xp.asarray(x)
-        if host.ndim != 2:
-            raise DataError(f"x must be 2-D (examples, features), got shape {host.shape}; "
-                            "flatten images with x.reshape(len(x), -1)")
+        check_data_shape(self.model, host.shape, "x")
         return self.backend.asarray(host, self.dtype)
 
     def _outputs(self, x, batch_size: int = 4096):

@@ -1,0 +1,138 @@
+"""2-D convolution on images ``(batch, height, width, channels)``, as im2col and one matmul.
+
+Forward: zero-pad the input (by ``concat``), take the ``k*k`` shifted (strided)
+slices of it, one per kernel entry, and lay them side by side as the columns of
+``cols`` ``(batch*out_h*out_w, k*k*C_in)``; then ``y = cols @ w + b``. Backward:
+``dw = cols^T dy``, ``db = sum dy``, ``dcols = dy w^T``, and ``dx`` adds each of
+the ``k*k`` column blocks back into the slice it came from. The buffers live
+for one batch only.
+"""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace
+from array_api_compat import device as device_of
+
+from ..errors import ConfigError
+from ..initializers import get_initializer
+from .base import Layer
+from .images import (
+    add_window,
+    check_images,
+    crop,
+    images_in,
+    positive_int,
+    window,
+    window_output,
+    zero_pad,
+)
+
+
+class Conv2D(Layer):
+    """``filters`` learned ``k x k`` filters over images ``(batch, height, width, channels)``.
+
+    ``y[b, r, s, f] = sum_{i, j, c} xpad[b, r*stride + i, s*stride + j, c] * w[i, j, c, f]
+    + b[f]``, with ``w`` of shape ``(k, k, in_channels, filters)`` and ``b``
+    ``(filters,)``. Output ``(batch, out_h, out_w, filters)``.
+
+    Parameters
+    ----------
+    filters : output channels.
+    kernel_size : ``k`` (square kernels).
+    stride : step between windows.
+    padding : ``"same"`` (``ceil(h / stride)`` outputs), ``"valid"`` (none) or zeros per side.
+    bias : add ``b`` (initialised to zero).
+    init : initialiser for ``w``; ``"auto"`` is He for the ReLU family, Xavier otherwise,
+        with fan-in ``k*k*in_channels`` and fan-out ``k*k*filters``.
+    family : activation family that follows the layer, used by ``init="auto"``.
+    in_channels : input channels; left out, it is set from the model's ``input_shape``
+        (``Sequential(..., input_shape=(h, w, c))``) before ``init``.
+    """
+
+    skips_dx = True
+
+    def __init__(self, filters: int, kernel_size: int, stride: int = 1, padding="same",
+                 bias: bool = True, init: str = "auto", *, family: str = "relu",
+                 in_channels: int | None = None) -> None:
+        super().__init__()
+        self.filters = positive_int("Conv2D", "filters", filters)
+        self.kernel_size = positive_int("Conv2D", "kernel_size", kernel_size)
+        self.stride = positive_int("Conv2D", "stride", stride)
+        if not (padding in ("same", "valid") or (isinstance(padding, int)
+                                                 and not isinstance(padding, bool)
+                                                 and padding >= 0)):
+            raise ConfigError(f"Conv2D padding must be 'same', 'valid' or a number of zeros "
+                              f"(>= 0) per side, got {padding!r}")
+        self.padding = padding
+        self.in_channels = (None if in_channels is None
+                            else positive_int("Conv2D", "in_channels", in_channels))
+        self.init_name, self.family, self.bias = init, family, bias
+        get_initializer(init, family)  # fail early on a bad name
+
+    def output_shape(self, shape):
+        """``(out_h, out_w, filters)`` for inputs ``(h, w, c)``; sets ``in_channels``."""
+        h, w, c = images_in(self.name, shape)
+        if self.in_channels is None:
+            self.in_channels = c
+        elif c != self.in_channels:
+            raise ConfigError(f"layer {self.name!r} expects {self.in_channels} input channels "
+                              f"but the layer before it gives shape {tuple(shape)}")
+        *_, ho, wo = window_output(self, (h, w), self.kernel_size, self.stride, self.padding,
+                                   ConfigError)
+        return ho, wo, self.filters
+
+    def init(self, backend, rng, dtype="float32") -> None:
+        super().init(backend, rng, dtype)
+        if self.in_channels is None:
+            raise ConfigError(f"layer {self.name!r} does not know its input channels: give "
+                              "Conv2D(..., in_channels=C) or build the model with "
+                              "Sequential(layers, input_shape=(height, width, channels))")
+        k, c, f = self.kernel_size, self.in_channels, self.filters
+        _, draw = get_initializer(self.init_name, self.family)
+        self.params["w"] = backend.asarray(draw(rng, (k, k, c, f), k * k * c, k * k * f), dtype)
+        if self.bias:
+            self.params["b"] = backend.xp.zeros((f,), dtype=backend.dtype(dtype),
+                                                device=backend.device)
+        self.zero_grads()
+
+    def forward(self, x, *, train=False):
+        check_images(self, x, self.in_channels)
+        xp = array_namespace(x)
+        bsz, h, wd, c = x.shape
+        k, s = self.kernel_size, self.stride
+        top, bottom, left, right, ho, wo = window_output(self, (h, wd), k, s, self.padding)
+        xpad = zero_pad(x, top, bottom, left, right)
+        # columns ordered (i, j, c), matching w reshaped to (k*k*c, filters)
+        cols = xp.concat([window(xpad, i, j, s, ho, wo) for i in range(k) for j in range(k)],
+                         axis=3)
+        cols = xp.reshape(cols, (bsz * ho * wo, k * k * c))
+        w = xp.reshape(self.params["w"], (k * k * c, self.filters))
+        y = xp.matmul(cols, w)
+        if self.bias:
+            y = y + self.params["b"]
+        y = xp.reshape(y, (bsz, ho, wo, self.filters))
+
+        def backward(dy, need_dx=True):
+            dy2 = xp.reshape(dy, (bsz * ho * wo, self.filters))
+            # dw = cols^T dy (summed over every output position of the batch), db = sum dy
+            self.grads["w"] += xp.reshape(xp.matmul(cols.mT, dy2), (k, k, c, self.filters))
+            if self.bias:
+                self.grads["b"] += xp.sum(dy2, axis=0)
+            if not need_dx:
+                return None
+            # dcols = dy w^T; each kernel entry's block goes back where its slice came from
+            dcols = xp.reshape(xp.matmul(dy2, w.mT), (bsz, ho, wo, k * k * c))
+            dxpad = xp.zeros(tuple(xpad.shape), dtype=x.dtype, device=device_of(x))
+            for i in range(k):
+                for j in range(k):
+                    at = (i * k + j) * c
+                    add_window(dxpad, i, j, s, dcols[..., at:at + c])
+            return crop(dxpad, top, left, h, wd)
+
+        return y, backward
+
+    def config(self) -> dict:
+        return {"filters": self.filters, "kernel_size": self.kernel_size,
+                "stride": self.stride, "padding": self.padding, "bias": self.bias,
+                "init": self.init_name, "family": self.family, "in_channels": self.in_channels}
+
