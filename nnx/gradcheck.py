@@ -119,8 +119,10 @@ def gradcheck(model, loss, x, y, *, h: float = 1e-6, rtol: float = GRADCHECK_RTO
     x : array of shape (batch, n_in); keep the batch small (e.g. 4-16 rows).
     y : labels (batch,) or targets (batch, k).
 
-    Dropout is switched off (``train=False``) so the function is deterministic;
-    BatchNorm is checked in training mode without updating its statistics.
+    Stochastic layers (Dropout) are switched off (``train=False``) so the function
+    is deterministic; a model with a batch-dependent layer (BatchNorm) and no
+    stochastic one is checked in training mode, without updating its statistics.
+    Layers declare both (``Layer.stochastic``, ``Layer.batch_dependent``).
     """
     loss = get_loss(loss)
     src = model.backend
@@ -232,9 +234,9 @@ def _is_host(a) -> bool:
 
 
 def _train_mode(model) -> bool:
-    # BatchNorm's gradient is defined by its training-mode forward; dropout must be off
-    from .layers import BatchNorm, Dropout
-
-    has_bn = any(isinstance(la, BatchNorm) for la in model.layers)
-    has_do = any(isinstance(la, Dropout) and la.p > 0 for la in model.layers)
-    return has_bn and not has_do
+    # a batch-dependent layer (BatchNorm) is defined by its training-mode forward; a
+    # stochastic one (Dropout) must be off, so the checked function is deterministic.
+    # The layers declare both (Layer.batch_dependent, Layer.stochastic): no layer types here.
+    layers = model.layers
+    return (any(getattr(la, "batch_dependent", False) for la in layers)
+            and not any(getattr(la, "stochastic", False) for la in layers))

@@ -1,6 +1,4 @@
-"""Layers: Dense, activations (uniform or per-unit), Dropout, BatchNorm, Sequential, and
-for images ``(batch, height, width, channels)``: Conv2D, MaxPool2D, AvgPool2D,
-GlobalAvgPool2D, Flatten."""
+"""Layers: Dense, activations (uniform or per-unit), Dropout, BatchNorm, Sequential."""
 
 from __future__ import annotations
 
@@ -8,27 +6,24 @@ from ..errors import ConfigError, names_hint
 from .activation_layer import ActivationLayer, MixedActivation
 from .base import Layer
 from .batchnorm import BatchNorm
-from .conv2d import Conv2D
 from .dense import Dense
 from .dropout import Dropout
-from .flatten import Flatten
-from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
-from .sequential import Sequential
+from .sequential import Observer, Sequential
 
 __all__ = ["Layer", "Dense", "ActivationLayer", "MixedActivation", "Dropout", "BatchNorm",
-           "Sequential", "LAYER_TYPES", "register_layer", "build",
-           "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten"]
+           "Sequential", "Observer", "LAYER_TYPES", "register_layer", "build"]
 
 #: type name -> class, used to rebuild a model from its saved configuration
 LAYER_TYPES: dict[str, type] = {c.__name__: c for c in (
-    Dense, ActivationLayer, MixedActivation, Dropout, BatchNorm, Conv2D, MaxPool2D, AvgPool2D,
-    GlobalAvgPool2D, Flatten)}
+    Dense, ActivationLayer, MixedActivation, Dropout, BatchNorm)}
 
 
 def register_layer(cls: type) -> type:
     """Make a custom layer class loadable by ``nnx.load`` (use as a decorator).
 
-    Its ``config()`` must return the keyword arguments of its constructor.
+    Its ``config()`` must return the keyword arguments of its constructor;
+    ``nnx.load`` then rebuilds the layer by its class name (see :mod:`nnx.layers.base`
+    for the whole layer contract).
     """
     LAYER_TYPES[cls.__name__] = cls
     return cls
@@ -47,4 +42,4 @@ def build(config: dict) -> Sequential:
             layers.append(LAYER_TYPES[kind](**spec["config"]))
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"invalid model configuration: {exc}") from None
-    return Sequential(layers, input_shape=config.get("input_shape"))
+    return Sequential(layers)

@@ -9,9 +9,7 @@ from .base import Layer
 
 
 class Dropout(Layer):
-    """Inverted dropout. ``x`` and ``y`` are ``(batch, n)`` or feature maps ``(batch,
-    height, width, channels)`` (each unit of each map dropped on its own); identity when
-    not training.
+    """Inverted dropout. ``x`` and ``y`` are ``(batch, n)``; identity when not training.
 
     Masks come from the backend's device generator (``backend.device_rng``),
     seeded from the model's host generator at ``init``: reproducible on one
@@ -23,6 +21,7 @@ class Dropout(Layer):
         if not 0.0 <= p < 1.0:
             raise ConfigError(f"dropout rate must be in [0, 1), got {p!r}")
         self.p = float(p)
+        self.stochastic = self.p > 0.0  # p = 0 draws no masks
         self.rng = None
 
     def init(self, backend, rng, dtype="float32") -> None:

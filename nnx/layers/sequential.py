@@ -1,4 +1,10 @@
-"""Sequential: a chain of layers whose backward closures run in reverse."""
+"""Sequential: a chain of layers whose backward closures run in reverse.
+
+Observers (:class:`Observer`) registered with :meth:`Sequential.add_observer`
+see every layer's input and output as the chain runs them, and every layer's
+output and input gradients on the way back: that is how the doctor watches a
+model without touching its layers.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +12,63 @@ from ..errors import ConfigError
 from .base import Layer
 
 
+class Observer:
+    """Sees what each layer of a :class:`Sequential` takes and gives.
+
+    Override either method; both are called with device arrays, which an
+    observer should reduce on the device (reading them on the host would add a
+    synchronisation to every step). ``index`` is the layer's position in the
+    model.
+    """
+
+    def on_forward(self, index: int, layer: Layer, x, y, *, train: bool) -> None:
+        """After ``layer`` turned ``x`` into ``y`` (``train``: a training forward)."""
+
+    def on_backward(self, index: int, layer: Layer, dy, dx) -> None:
+        """After ``layer``'s backward turned ``dy`` (shape of ``y``) into ``dx``.
+
+        ``dx`` is None for a first layer that skipped its input gradient.
+        """
+
+
+def _overrides(observer, name: str) -> bool:
+    return getattr(type(observer), name, None) is not getattr(Observer, name)
+
+
+def _check_and_name(layers) -> None:
+    """Raise ConfigError unless ``layers`` are initialised Layers; name them ``dense_0``..."""
+    if not layers:
+        raise ConfigError("Sequential needs at least one layer")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise ConfigError(f"item {i} of Sequential is {type(layer).__name__}, not a "
+                              "Layer; subclass nnx.Layer for your own layers")
+        if not all(hasattr(layer, k) for k in ("params", "grads", "state")):
+            raise ConfigError(f"layer {i} of Sequential ({type(layer).__name__}) has no "
+                              "params: its __init__ must call super().__init__()")
+        layer.name = f"{type(layer).__name__.lower()}_{i}"
+
+
 class Sequential(Layer):
     """Chain ``layers``; ``forward`` returns ``(y, backward)`` like any layer.
 
     Layers get unique names (``dense_0``, ``activationlayer_1``, ...) used for
-    parameters, checkpoints and the doctor's report. ``x`` is ``(batch, n_in)``,
-    or images ``(batch, height, width, channels)`` when ``input_shape`` is
-    ``(height, width, channels)``: every layer's shapes are then checked here
-    (:func:`nnx.layers.images.infer_shapes`), and ``n_in`` is None.
+    parameters, checkpoints and the doctor's report. ``x`` is ``(batch, n_in)``.
     """
 
-    def __init__(self, layers, input_shape=None) -> None:
+    #: the parameters are the layers'; ``params``/``grads``/``state`` are views
+    owns_params = False
+    #: observers that want ``on_forward`` / ``on_backward`` (empty: no cost at all)
+    _forward_observers: tuple = ()
+    _backward_observers: tuple = ()
+
+    def __init__(self, layers) -> None:
         # not Layer.__init__: parameters, gradients and buffers belong to the layers
         self.name = "sequential"
         self.layers: list[Layer] = list(layers)
-        if not self.layers:
-            raise ConfigError("Sequential needs at least one layer")
-        for i, layer in enumerate(self.layers):
-            if not isinstance(layer, Layer):
-                raise ConfigError(f"item {i} of Sequential is {type(layer).__name__}, not a "
-                                  "Layer; subclass nnx.Layer for your own layers")
-            layer.name = f"{type(layer).__name__.lower()}_{i}"
-        from .images import infer_shapes, reshapes
-
-        self.input_shape = None
-        if input_shape is not None:
-            infer_shapes(self.layers, input_shape)
-            self.input_shape = tuple(int(s) for s in input_shape)
-        # sizes before the first layer that reshapes (Conv2D, pooling, Flatten) are the input's
-        lead = next((i for i, la in enumerate(self.layers) if reshapes(la)), len(self.layers))
-        sized = [la for la in self.layers[:lead] if la.n_in is not None]
+        _check_and_name(self.layers)
+        sized = [la for la in self.layers if la.n_in is not None]
         self.n_in = sized[0].n_in if sized else None
-        if self.input_shape is not None:
-            self.n_in = self.input_shape[0] if len(self.input_shape) == 1 else None
         self.n_out = next((la.n_out for la in reversed(self.layers) if la.n_out is not None),
                           None)
         prev = None
@@ -46,7 +76,7 @@ class Sequential(Layer):
             if layer.n_in is not None and prev is not None and layer.n_in != prev:
                 raise ConfigError(f"layer {layer.name!r} expects {layer.n_in} inputs but the "
                                   f"layer before it gives {prev}")
-            prev = layer.n_out if layer.n_out is not None else (None if reshapes(layer) else prev)
+            prev = layer.n_out if layer.n_out is not None else prev
         self.backend = None
         self.dtype = "float32"
 
@@ -96,31 +126,74 @@ class Sequential(Layer):
         for layer in self.layers:
             layer.zero_grads()
 
+    # --- observers ----------------------------------------------------------------
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer.on_forward`` / ``on_backward`` for every layer from now on.
+
+        Observers run in the order they were added; a model without observers
+        pays nothing for the hook. Copies of the model (``copy.deepcopy``) are
+        not observed.
+        """
+        if observer in self.observers:
+            return
+        if _overrides(observer, "on_forward"):
+            self._forward_observers = (*self._forward_observers, observer)
+        if _overrides(observer, "on_backward"):
+            self._backward_observers = (*self._backward_observers, observer)
+        self._all_observers = (*self.observers, observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        """Stop calling ``observer`` (nothing happens if it was not added)."""
+        for attr in ("_forward_observers", "_backward_observers", "_all_observers"):
+            kept = tuple(ob for ob in getattr(self, attr, ()) if ob is not observer)
+            if kept:
+                setattr(self, attr, kept)
+            else:
+                self.__dict__.pop(attr, None)
+
+    @property
+    def observers(self) -> tuple:
+        """The observers added with :meth:`add_observer`, in order."""
+        return getattr(self, "_all_observers", ())
+
+    def __getstate__(self) -> dict:
+        # a copy (deepcopy, pickle) of an observed model is not observed
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("_forward_observers", "_backward_observers", "_all_observers")}
+
+    # --- forward and backward ------------------------------------------------------
+
     def forward(self, x, *, train=False):
         if self.backend is None:
             raise ConfigError("the model has no parameters yet; call model.init(backend, seed) "
                               "or train it with nnx.Trainer")
+        seen, watching = self._forward_observers, self._backward_observers
         backwards = []
-        for layer in self.layers:
-            x, backward = layer.forward(x, train=train)
+        for i, layer in enumerate(self.layers):
+            y, backward = layer.forward(x, train=train)
+            for ob in seen:
+                ob.on_forward(i, layer, x, y, train=train)
             backwards.append((layer, backward))
+            x = y
 
         def backward(dy, need_dx=True):
             for i in range(len(backwards) - 1, -1, -1):
                 layer, step = backwards[i]
                 if i == 0 and not need_dx and layer.skips_dx:
-                    return step(dy, need_dx=False)
-                dy = step(dy)
+                    dx = step(dy, need_dx=False)
+                else:
+                    dx = step(dy)
+                for ob in watching:
+                    ob.on_backward(i, layer, dy, dx)
+                dy = dx
             return dy
 
         return x, backward
 
     def config(self) -> dict:
-        config = {"layers": [{"type": type(la).__name__, "config": la.config()}
-                             for la in self.layers]}
-        if self.input_shape is not None:
-            config["input_shape"] = list(self.input_shape)
-        return config
+        return {"layers": [{"type": type(la).__name__, "config": la.config()}
+                           for la in self.layers]}
 
     def get_weights(self, backend=None) -> dict:
         """Host copies of every parameter and buffer: ``{"dense_0.w": ndarray, ...}``."""
