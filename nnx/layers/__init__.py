@@ -1,4 +1,6 @@
-"""Layers: Dense, activations (uniform or per-unit), Dropout, BatchNorm, Sequential."""
+"""Layers: Dense, activations (uniform or per-unit), Dropout, BatchNorm, Sequential, and
+for images ``(batch, height, width, channels)``: Conv2D, MaxPool2D, AvgPool2D,
+GlobalAvgPool2D, Flatten."""
 
 from __future__ import annotations
 
@@ -6,16 +8,21 @@ from ..errors import ConfigError, names_hint
 from .activation_layer import ActivationLayer, MixedActivation
 from .base import Layer
 from .batchnorm import BatchNorm
+from .conv2d import Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .flatten import Flatten
+from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .sequential import Observer, Sequential
 
 __all__ = ["Layer", "Dense", "ActivationLayer", "MixedActivation", "Dropout", "BatchNorm",
-           "Sequential", "Observer", "LAYER_TYPES", "register_layer", "build"]
+           "Sequential", "Observer", "LAYER_TYPES", "register_layer", "build",
+           "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten"]
 
 #: type name -> class, used to rebuild a model from its saved configuration
 LAYER_TYPES: dict[str, type] = {c.__name__: c for c in (
-    Dense, ActivationLayer, MixedActivation, Dropout, BatchNorm)}
+    Dense, ActivationLayer, MixedActivation, Dropout, BatchNorm, Conv2D, MaxPool2D, AvgPool2D,
+    GlobalAvgPool2D, Flatten)}
 
 
 def register_layer(cls: type) -> type:
@@ -42,4 +49,4 @@ def build(config: dict) -> Sequential:
             layers.append(LAYER_TYPES[kind](**spec["config"]))
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"invalid model configuration: {exc}") from None
-    return Sequential(layers)
+    return Sequential(layers, input_shape=config.get("input_shape"))

@@ -1,10 +1,12 @@
-"""Batch normalisation over the batch axis, with running statistics for evaluation."""
+"""Batch normalisation per feature (or per image channel), with running statistics."""
 
 from __future__ import annotations
 
+import math
+
 from array_api_compat import array_namespace
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .base import Layer
 
 
@@ -15,7 +17,9 @@ class BatchNorm(Layer):
     ``state["running_mean"]``/``state["running_var"]`` with ``momentum``
     (``running = (1 - momentum) * running + momentum * batch``, unbiased
     variance, as PyTorch does). Evaluation uses the running statistics.
-    ``x`` and ``y`` are ``(batch, n)``.
+    ``x`` and ``y`` are ``(batch, n)``, or images ``(batch, height, width, n)``:
+    then each channel is normalised with statistics over batch, height and width
+    (as PyTorch's BatchNorm2d).
     """
 
     batch_dependent = True
@@ -36,24 +40,35 @@ class BatchNorm(Layer):
         self.state["running_var"] = xp.ones((self.n_in,), dtype=dt, device=dev)
         self.zero_grads()
 
+    def output_shape(self, shape):
+        """The input shape: ``(n,)`` or ``(h, w, n)``."""
+        if len(shape) not in (1, 3) or shape[-1] != self.n_in:
+            raise ConfigError(f"layer {self.name!r} normalises {self.n_in} features or "
+                              f"channels but the layer before it gives shape {tuple(shape)}")
+        return shape
+
     def forward(self, x, *, train=False):
         xp = array_namespace(x)
+        if x.ndim not in (2, 4) or x.shape[-1] != self.n_in:
+            raise DataError(f"layer {self.name!r} expects (batch, {self.n_in}) or images "
+                            f"(batch, height, width, {self.n_in}), got shape {tuple(x.shape)}")
         gamma, beta = self.params["gamma"], self.params["beta"]
+        axes = tuple(range(x.ndim - 1))  # every axis but the channels
         if not train:
             inv = 1.0 / xp.sqrt(self.state["running_var"] + self.eps)
             xhat = (x - self.state["running_mean"]) * inv
 
             def backward_eval(dy):
-                self.grads["gamma"] += xp.sum(dy * xhat, axis=0)
-                self.grads["beta"] += xp.sum(dy, axis=0)
+                self.grads["gamma"] += xp.sum(dy * xhat, axis=axes)
+                self.grads["beta"] += xp.sum(dy, axis=axes)
                 return dy * (gamma * inv)
 
             return gamma * xhat + beta, backward_eval
 
-        m = x.shape[0]
-        mean = xp.mean(x, axis=0)
+        m = math.prod(x.shape[:-1])
+        mean = xp.mean(x, axis=axes)
         xc = x - mean
-        var = xp.mean(xc * xc, axis=0)
+        var = xp.mean(xc * xc, axis=axes)
         inv = 1.0 / xp.sqrt(var + self.eps)
         xhat = xc * inv
         mom = self.momentum
@@ -63,8 +78,8 @@ class BatchNorm(Layer):
 
         def backward(dy):
             # dx = gamma*inv/m * (m*dy - sum(dy) - xhat*sum(dy*xhat)), per feature
-            dgamma = xp.sum(dy * xhat, axis=0)
-            dbeta = xp.sum(dy, axis=0)
+            dgamma = xp.sum(dy * xhat, axis=axes)
+            dbeta = xp.sum(dy, axis=axes)
             self.grads["gamma"] += dgamma
             self.grads["beta"] += dbeta
             return (gamma * inv / m) * (m * dy - dbeta - xhat * dgamma)

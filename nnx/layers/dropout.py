@@ -9,7 +9,9 @@ from .base import Layer
 
 
 class Dropout(Layer):
-    """Inverted dropout. ``x`` and ``y`` are ``(batch, n)``; identity when not training.
+    """Inverted dropout. ``x`` and ``y`` are ``(batch, n)`` or feature maps ``(batch,
+    height, width, channels)`` (each unit of each map dropped on its own); identity when
+    not training.
 
     Masks come from the backend's device generator (``backend.device_rng``),
     seeded from the model's host generator at ``init``: reproducible on one

@@ -53,7 +53,10 @@ class Sequential(Layer):
     """Chain ``layers``; ``forward`` returns ``(y, backward)`` like any layer.
 
     Layers get unique names (``dense_0``, ``activationlayer_1``, ...) used for
-    parameters, checkpoints and the doctor's report. ``x`` is ``(batch, n_in)``.
+    parameters, checkpoints and the doctor's report. ``x`` is ``(batch, n_in)``,
+    or images ``(batch, height, width, channels)`` when ``input_shape`` is
+    ``(height, width, channels)``: every layer's shapes are then checked here
+    (:func:`nnx.layers.images.infer_shapes`), and ``n_in`` is None.
     """
 
     #: the parameters are the layers'; ``params``/``grads``/``state`` are views
@@ -62,13 +65,23 @@ class Sequential(Layer):
     _forward_observers: tuple = ()
     _backward_observers: tuple = ()
 
-    def __init__(self, layers) -> None:
+    def __init__(self, layers, input_shape=None) -> None:
         # not Layer.__init__: parameters, gradients and buffers belong to the layers
         self.name = "sequential"
         self.layers: list[Layer] = list(layers)
         _check_and_name(self.layers)
-        sized = [la for la in self.layers if la.n_in is not None]
+        from .images import infer_shapes, reshapes
+
+        self.input_shape = None
+        if input_shape is not None:
+            infer_shapes(self.layers, input_shape)
+            self.input_shape = tuple(int(s) for s in input_shape)
+        # sizes before the first layer that reshapes (Conv2D, pooling, Flatten) are the input's
+        lead = next((i for i, la in enumerate(self.layers) if reshapes(la)), len(self.layers))
+        sized = [la for la in self.layers[:lead] if la.n_in is not None]
         self.n_in = sized[0].n_in if sized else None
+        if self.input_shape is not None:
+            self.n_in = self.input_shape[0] if len(self.input_shape) == 1 else None
         self.n_out = next((la.n_out for la in reversed(self.layers) if la.n_out is not None),
                           None)
         prev = None
@@ -76,7 +89,7 @@ class Sequential(Layer):
             if layer.n_in is not None and prev is not None and layer.n_in != prev:
                 raise ConfigError(f"layer {layer.name!r} expects {layer.n_in} inputs but the "
                                   f"layer before it gives {prev}")
-            prev = layer.n_out if layer.n_out is not None else prev
+            prev = layer.n_out if layer.n_out is not None else (None if reshapes(layer) else prev)
         self.backend = None
         self.dtype = "float32"
 
@@ -192,8 +205,11 @@ class Sequential(Layer):
         return x, backward
 
     def config(self) -> dict:
-        return {"layers": [{"type": type(la).__name__, "config": la.config()}
-                           for la in self.layers]}
+        config = {"layers": [{"type": type(la).__name__, "config": la.config()}
+                             for la in self.layers]}
+        if self.input_shape is not None:
+            config["input_shape"] = list(self.input_shape)
+        return config
 
     def get_weights(self, backend=None) -> dict:
         """Host copies of every parameter and buffer: ``{"dense_0.w": ndarray, ...}``."""
