@@ -203,6 +203,24 @@ def test_a_users_layer_is_named():
         to_onnx(model)
 
 
+def test_a_registered_mapping_exports_a_users_layer(monkeypatch):
+    from nnx.export import ONNX_LAYERS, register_onnx
+
+    class Twice(Layer):
+        builtin = True
+
+        def forward(self, x, *, train=False):
+            return 2 * x, lambda dy: 2 * dy
+
+    monkeypatch.setitem(ONNX_LAYERS, "Twice", None)  # removed again after the test
+    register_onnx("Twice", lambda g, layer, weights, x: g.op("Mul", [x, g.const("two", 2.0)],
+                                                             layer.name))
+    model = Sequential([Dense(2, 3), Twice()]).init("cpu", 0)
+    x = np.ones((4, 2), np.float32)
+    np.testing.assert_allclose(run_onnx(to_onnx(model), x), nnx_out(model, x), rtol=TOL,
+                               atol=TOL)
+
+
 def test_bad_arguments():
     model = nnx.mlp([2, 3, 2]).init("cpu", 0)
     with pytest.raises(ConfigError, match="unknown head 'softmin'"):

@@ -147,3 +147,14 @@ def test_missing_safetensors_names_the_extra(monkeypatch, tmp_path):
         to_safetensors(model, tmp_path / "m.safetensors")
     with pytest.raises(MissingExtra, match=r"nnx-trainer\[safetensors\]"):
         nnx.load(tmp_path / "m.safetensors")
+
+
+def test_an_image_model_round_trips(tmp_path):
+    model = nnx.cnn((8, 8, 2), 3, filters=(4,), dense=8, batchnorm=True).init("cpu", 0)
+    path = tmp_path / "cnn.safetensors"
+    to_safetensors(model, path)
+    again = nnx.load(path)
+    assert again.input_shape == (8, 8, 2) and again.config() == model.config()
+    x = np.random.default_rng(0).normal(size=(3, 8, 8, 2)).astype(np.float32)
+    np.testing.assert_array_equal(again(again.backend.asarray(x, "float32")),
+                                  model(model.backend.asarray(x, "float32")))

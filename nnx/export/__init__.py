@@ -12,6 +12,7 @@ files atomically. Each format needs its optional extra (``pip install
 
 from __future__ import annotations
 
+from . import onnx_images  # noqa: F401  (registers the image layers' mappings)
 from .onnx_export import HEADS, ONNX_LAYERS, OPSET, register_onnx, to_onnx
 from .safetensors_file import load_safetensors, read_safetensors, to_safetensors
 

@@ -37,6 +37,8 @@ __all__ = ["to_onnx", "register_onnx", "OPSET", "HEADS", "ONNX_LAYERS"]
 OPSET = 20
 #: the oldest opset written (Softmax over one axis, Gemm with an optional bias)
 MIN_OPSET = 13
+#: layers that take images (batch, height, width, channels)
+_IMAGE_LAYERS = {"Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten"}
 #: output heads the export can append to the logits
 HEADS = (None, "softmax", "sigmoid")
 
@@ -50,14 +52,35 @@ class Graph:
     """Nodes and initialisers of the graph being built; every name is unique.
 
     ``dtype`` is the NumPy float dtype of the model: constants are cast to it.
+    ``layout`` is that of the tensor being built: ``"rows"`` ``(batch, n)``, or
+    images ``"nhwc"`` (nnx's, and the graph input's) or ``"nchw"`` (what ONNX's
+    Conv and pooling take); :meth:`nchw` and :meth:`channels_last` transpose
+    only when the layout changes, so a run of image layers costs two Transposes.
     """
 
-    def __init__(self, onnx, dtype, opset: int) -> None:
+    def __init__(self, onnx, dtype, opset: int, layout: str = "rows") -> None:
         self.onnx, self.helper = onnx, onnx.helper
         self.dtype, self.opset = np.dtype(dtype), opset
+        self.layout = layout
+        #: per-example input shape of the layer being emitted, nnx's layout (None: unknown)
+        self.shape: tuple | None = None
         self.nodes: list = []
         self.initializers: list = []
         self._count = 0
+
+    def nchw(self, x: str) -> str:
+        """``x`` as ``(batch, channels, height, width)``."""
+        if self.layout == "nhwc":
+            x = self.op("Transpose", [x], "to_nchw", perm=[0, 3, 1, 2])
+            self.layout = "nchw"
+        return x
+
+    def channels_last(self, x: str) -> str:
+        """``x`` with features or channels on the last axis (rows or NHWC)."""
+        if self.layout == "nchw":
+            x = self.op("Transpose", [x], "to_nhwc", perm=[0, 2, 3, 1])
+            self.layout = "nhwc"
+        return x
 
     def fresh(self, base: str) -> str:
         self._count += 1
@@ -138,14 +161,15 @@ def activation(g: Graph, act, x: str, where: str) -> str:
 # --- layers -------------------------------------------------------------------
 
 def _dense(g: Graph, layer, weights: dict, x: str) -> str:
-    inputs = [x, g.const(f"{layer.name}.w", weights["w"])]
+    inputs = [g.channels_last(x), g.const(f"{layer.name}.w", weights["w"])]
     if layer.bias:
         inputs.append(g.const(f"{layer.name}.b", weights["b"]))
     return g.op("Gemm", inputs, layer.name)
 
 
 def _batchnorm(g: Graph, layer, weights: dict, x: str) -> str:
-    inputs = [x] + [g.const(f"{layer.name}.{k}", weights[k])
+    # ONNX normalises axis 1: the features of rows, the channels of NCHW images
+    inputs = [g.nchw(x)] + [g.const(f"{layer.name}.{k}", weights[k])
                     for k in ("gamma", "beta", "running_mean", "running_var")]
     return g.op("BatchNormalization", inputs, layer.name, epsilon=float(layer.eps))
 
@@ -157,6 +181,7 @@ def _activation_layer(g: Graph, layer, weights: dict, x: str) -> str:
 def _mixed_activation(g: Graph, layer, weights: dict, x: str) -> str:
     from ..activations import get_activation
 
+    x = g.channels_last(x)  # the masks pick units on the last axis
     y = None
     for spec, units in layer.groups.items():
         a = activation(g, get_activation(spec), x, f"layer {layer.name!r}")
@@ -185,6 +210,7 @@ def register_onnx(layer_type: str, emit) -> None:
     (``"w"``, ``"b"``); ``graph`` is a :class:`Graph` (``op``, ``const``).
     """
     ONNX_LAYERS[layer_type] = emit
+
 
 
 # --- the model ----------------------------------------------------------------
@@ -217,20 +243,42 @@ def _layer_weights(model) -> dict:
     return out
 
 
-def _emit_layers(g: Graph, model, x: str) -> str:
+def _input_shape(model) -> tuple:
+    """The shape of one example: the model's ``input_shape`` (images) or ``(n_in,)``."""
+    shape = getattr(model, "input_shape", None)
+    if shape is not None:
+        return tuple(shape)
+    if model.n_in is not None:
+        return (model.n_in,)
+    images = [la.name for la in model.layers if type(la).__name__ in _IMAGE_LAYERS]
+    if images:
+        raise ConfigError(f"layer {images[0]!r} takes images but the model does not say their "
+                          "shape; build it with Sequential(layers, input_shape=(height, width, "
+                          "channels))")
+    return ("features",)  # elementwise layers only: any number of features
+
+
+def _emit_layers(g: Graph, model, x: str, shape: tuple) -> tuple[str, tuple]:
+    """Every layer's nodes; returns the output name and the per-example output shape."""
     weights = _layer_weights(model)
-    for layer in model.layers:
+    shapes = [shape]
+    if len(shape) == 3:  # per-example shapes through the stack, as the model checked them
+        from ..layers.images import infer_shapes
+
+        shapes += infer_shapes(model.layers, shape)
+    for i, layer in enumerate(model.layers):
         kind = type(layer).__name__
         if kind not in ONNX_LAYERS:
             raise ConfigError(f"layer {layer.name!r} ({kind}) has no ONNX mapping; layers that "
                               f"export are: {', '.join(sorted(ONNX_LAYERS))}. Register one "
                               "with nnx.export.register_onnx")
+        g.shape = shapes[i] if i < len(shapes) else None
         x = ONNX_LAYERS[kind](g, layer, weights[layer.name], x)
-    return x
+    out_shape = shapes[-1] if len(shape) == 3 else (model.n_out or shape[0],)
+    return g.channels_last(x), out_shape
 
 
-def to_onnx(model, path=None, *, head: str | None = None, opset: int = OPSET,
-            input_shape=None):
+def to_onnx(model, path=None, *, head: str | None = None, opset: int = OPSET):
     """Build (and with ``path``, write atomically) the ONNX model of ``model``.
 
     Parameters
@@ -240,17 +288,19 @@ def to_onnx(model, path=None, *, head: str | None = None, opset: int = OPSET,
     head : None (outputs are the logits, as ``model.forward`` gives), ``"softmax"``
         (probabilities over the classes) or ``"sigmoid"`` (per output).
     opset : ONNX opset version (``MIN_OPSET`` to the newest the onnx package knows).
-    input_shape : the shape of one example when it is not ``(n_in,)`` (images:
-        ``(height, width, channels)``); the batch dimension is always dynamic.
+
+    The input is ``(batch, n_in)``, or images ``(batch, height, width, channels)``
+    for a model built with ``input_shape``, as nnx takes them; the batch
+    dimension is dynamic.
 
     Returns the ``onnx.ModelProto``, checked with ``onnx.checker.check_model``.
     """
     onnx = require("onnx", "ONNX export")
     _check_args(model, head, opset, onnx)
     helper = onnx.helper
-    g = Graph(onnx, model.dtype, opset)
-    shape = tuple(input_shape) if input_shape is not None else (model.n_in,)
-    out = _emit_layers(g, model, "input")
+    shape = _input_shape(model)
+    g = Graph(onnx, model.dtype, opset, "nhwc" if len(shape) == 3 else "rows")
+    out, out_shape = _emit_layers(g, model, "input", shape)
     if head == "softmax":
         out = g.op("Softmax", [out], "softmax", axis=-1)
     elif head == "sigmoid":
@@ -262,7 +312,7 @@ def to_onnx(model, path=None, *, head: str | None = None, opset: int = OPSET,
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(model.dtype))
     graph = helper.make_graph(
         g.nodes, "nnx", [helper.make_tensor_value_info("input", elem, ["batch", *shape])],
-        [helper.make_tensor_value_info("output", elem, ["batch", model.n_out or shape[-1]])],
+        [helper.make_tensor_value_info("output", elem, ["batch", *out_shape])],
         initializer=g.initializers)
     opsets = [helper.make_opsetid("", opset)]
     from .. import __version__
