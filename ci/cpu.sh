@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CPU job: a fresh virtual environment, PyTorch (CPU) for the torch backend and the
 # PyTorch reference tests, the package with its test extras and every optional extra that
-# needs no GPU (MPI, HDF5, ONNX, safetensors, scikit-learn), then the README's test command. Needs only Python 3.10+ and pip.
+# needs no GPU (MPI, HDF5, ONNX, safetensors, scikit-learn), then the README's test command.
+# Needs only Python 3.10+ and pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
