@@ -9,6 +9,10 @@ and renamed over the target, so a crash at any moment leaves the previous file
 intact. A model with NaN or infinite weights is never written
 (:class:`NonFiniteWeights`) unless asked for.
 
+A checkpoint is a trainer's ``state_dict()`` on disk: this module packs and
+unpacks it and knows nothing of training (the Trainer owns what its state
+holds and how it is put back).
+
     nnx.save(model, "model.npz");  model = nnx.load("model.npz", device="torch")
     save_checkpoint("ckpt.npz", trainer);  trainer.fit(x, y, epochs=20, resume="ckpt.npz")
 """
@@ -19,7 +23,6 @@ import io
 import json
 import os
 import time
-import warnings
 
 import numpy as np
 
@@ -29,7 +32,7 @@ FORMAT = "nnx-model"
 VERSION = 1
 
 __all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "restore", "atomic_write",
-           "model_is_finite", "NonFiniteWeights"]
+           "model_is_finite", "check_architecture", "check_weights", "NonFiniteWeights"]
 
 
 class NonFiniteWeights(CheckpointError):
@@ -125,8 +128,7 @@ def _model_meta(model) -> dict:
             "dtype": model.dtype}
 
 
-def _weights(model, path, allow_nonfinite: bool) -> dict:
-    weights = model.get_weights()
+def _finite_weights(weights: dict, path, allow_nonfinite: bool) -> dict:
     bad = None if allow_nonfinite else _nonfinite(weights)
     if bad is not None:
         raise NonFiniteWeights(f"{bad} holds NaN or infinite values, so the model was not "
@@ -142,7 +144,7 @@ def save(model, path, *, allow_nonfinite: bool = False) -> None:
     """
     if getattr(model, "backend", None) is None:
         raise ConfigError("the model has no parameters yet; initialise or train it first")
-    weights = _weights(model, path, allow_nonfinite)
+    weights = _finite_weights(model.get_weights(), path, allow_nonfinite)
     arrays = {f"param/{k}": v for k, v in weights.items()}
     atomic_write(path, _pack({**_model_meta(model), "kind": "model"}, arrays))
 
@@ -178,13 +180,28 @@ def check_architecture(model, arch, path) -> None:
                               "and activations) or start a new run")
 
 
-def _set_weights(model, weights, path) -> None:
-    expected = {f"{la.name}.{k}" for la in model.layers for group in (la.params, la.state)
-                for k in group}
-    extra = sorted(set(weights) - expected)
+def check_weights(model, weights: dict, path) -> None:
+    """Raise CheckpointError unless ``weights`` (host arrays by ``"dense_0.w"`` name, as
+    ``path`` holds them) are exactly the parameters and buffers of ``model``, shapes
+    included; the model is not touched."""
+    expected = {f"{la.name}.{k}": tuple(v.shape) for la in model.layers
+                for group in (la.params, la.state) for k, v in group.items()}
+    extra = sorted(set(weights) - set(expected))
     if extra:
         raise CheckpointError(f"{path} has arrays this model does not: {', '.join(extra)}; it "
                               "was saved from a different architecture")
+    for key, shape in expected.items():
+        if key not in weights:
+            raise CheckpointError(f"{path} does not fit this model: weights have no entry "
+                                  f"{key!r}")
+        if tuple(getattr(weights[key], "shape", ())) != shape:
+            raise CheckpointError(f"{path} does not fit this model: {key} has shape "
+                                  f"{tuple(getattr(weights[key], 'shape', ()))}, the model "
+                                  f"expects {shape}")
+
+
+def _set_weights(model, weights, path) -> None:
+    check_weights(model, weights, path)
     try:
         model.set_weights(weights)
     except ConfigError as exc:
@@ -219,59 +236,38 @@ def load(path, device="cpu", dtype: str | None = None):
 
 def save_checkpoint(path, trainer, epoch: int | None = None, *,
                     allow_nonfinite: bool = False) -> None:
-    """Write everything needed to resume ``trainer`` after ``epoch`` completed epochs.
+    """Write a trainer's state to ``path`` atomically, so that ``fit(resume=path)`` continues it.
 
-    Holds the architecture, parameters and buffers, optimizer state, the host
-    shuffle generator's state, the device generators of Dropout layers, the
-    global step, the history, the state of the callbacks in use (early stopping
-    counters, best values) and the data shape. After an interrupted ``fit``
-    (``trainer.interrupted_at`` set) it also records the position inside the
-    epoch, so the resumed run redraws the same shuffle and continues at the next
-    step. ``epoch`` defaults to the number of epochs in the trainer's history.
-    Raises :class:`NonFiniteWeights` for a model with NaN or infinite weights.
+    ``trainer`` is a :class:`~nnx.train.Trainer` (its ``state_dict()`` is written)
+    or such a state dict: architecture, parameters and buffers, optimizer
+    state, the host shuffle generator's state, the device generators of
+    Dropout layers, the global step, the history, the callbacks' state and the
+    data shape; after an interrupted ``fit``, also the position inside the
+    epoch. ``epoch`` overrides the number of completed epochs recorded, unless
+    the state stopped inside an epoch. Raises :class:`NonFiniteWeights` for a
+    model with NaN or infinite weights.
     """
-    point = trainer.interrupted_at
-    if epoch is None:
-        epoch = point["epoch"] if point else len(trainer.history)
-    model, opt = trainer.model, trainer.optimizer
-    arrays = {f"param/{k}": v for k, v in _weights(model, path, allow_nonfinite).items()}
+    state = trainer.state_dict() if hasattr(trainer, "state_dict") else trainer
+    meta = dict(state["meta"])
+    if epoch is not None and meta.get("resume_point") is None:
+        meta["epoch"] = int(epoch)
+    params = _finite_weights(state["params"], path, allow_nonfinite)
+    arrays = {f"param/{k}": v for k, v in params.items()}
     scalars = {}
-    for k, v in opt.state_dict(model.backend).items():
+    for k, v in state["optimizer"].items():
         if isinstance(v, np.ndarray):
             arrays[f"opt/{k}"] = v
         else:
             scalars[k] = v
     callbacks = {}
-    for key, cb in _keyed(trainer.active_callbacks):
-        state = cb.state_dict()
-        if state is None:
-            continue
-        state = dict(state)
-        for name, arr in (state.pop("arrays", None) or {}).items():
+    for key, cb_state in (state.get("callbacks") or {}).items():
+        cb_state = dict(cb_state)
+        for name, arr in (cb_state.pop("arrays", None) or {}).items():
             arrays[f"callback/{key}/{name}"] = np.asarray(arr)
-        callbacks[key] = state
-    meta = {**_model_meta(model), "kind": "checkpoint", "epoch": int(epoch),
-            "step": int(trainer.step), "optimizer": scalars,
-            "rng": trainer.rng.bit_generator.state,
-            "device_rngs": {la.name: la.rng.get_state() for la in model.layers
-                            if getattr(la, "rng", None) is not None},
-            "history": trainer.history.to_dict(), "callbacks": callbacks,
-            "backend": model.backend.label, "seed": trainer.seed,
-            "n_train": int(trainer.n_train), "batch_size": int(trainer.batch_size)}
-    if point is not None:
-        meta["epoch"] = int(point["epoch"])
-        meta["rng"] = point["epoch_rng"]
-        meta["resume_point"] = {k: point[k] for k in ("batch", "seen", "sums")}
+        callbacks[key] = cb_state
+    meta.update(format=FORMAT, version=VERSION, kind="checkpoint", optimizer=scalars,
+                callbacks=callbacks)
     atomic_write(path, _pack(_jsonable(meta), arrays))
-
-
-def _keyed(callbacks):
-    """``("EarlyStopping_0", cb)``: callbacks named by class and rank within the class."""
-    seen: dict[str, int] = {}
-    for cb in callbacks:
-        name = type(cb).__name__
-        seen[name] = seen.get(name, -1) + 1
-        yield f"{name}_{seen[name]}", cb
 
 
 def _jsonable(obj):
@@ -287,10 +283,11 @@ def _jsonable(obj):
 
 
 def load_checkpoint(path) -> dict:
-    """Read a checkpoint into host objects.
+    """Read a checkpoint into host objects: the trainer state that was saved.
 
     Returns ``{"meta": dict, "params": {name: ndarray}, "optimizer": state_dict,
-    "callbacks": {key: state}}``; :func:`restore` puts it into a trainer.
+    "callbacks": {key: state}}``, which ``Trainer.load_state_dict`` (or
+    ``fit(resume=...)``) puts back into a trainer.
     """
     meta, arrays = _unpack(path)
     if meta.get("kind") != "checkpoint":
@@ -299,54 +296,30 @@ def load_checkpoint(path) -> dict:
     for key in ("epoch", "step", "rng", "optimizer"):
         if key not in meta:
             raise _damaged(path, f"no {key!r} in the metadata")
+    for key in ("optimizer", "callbacks"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise _damaged(path, f"{key!r} in the metadata is not a table")
     params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
     opt = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
-    opt.update(meta.get("optimizer", {}))
-    callbacks = {k: dict(v) for k, v in meta.get("callbacks", {}).items()}
+    opt.update(meta["optimizer"])
+    return {"meta": meta, "params": params, "optimizer": opt,
+            "callbacks": _callback_states(meta, arrays)}
+
+
+def _callback_states(meta: dict, arrays: dict) -> dict:
+    """``{key: state}``: the JSON part of each callback's state with its arrays put back."""
+    callbacks = {k: dict(v) if isinstance(v, dict) else v
+                 for k, v in meta.get("callbacks", {}).items()}
     for k, v in arrays.items():
-        if k.startswith("callback/"):
+        if k.startswith("callback/") and "/" in k[len("callback/"):]:
             key, name = k[len("callback/"):].split("/", 1)
-            callbacks.setdefault(key, {}).setdefault("arrays", {})[name] = v
-    return {"meta": meta, "params": params, "optimizer": opt, "callbacks": callbacks}
+            if isinstance(callbacks.setdefault(key, {}), dict):
+                callbacks[key].setdefault("arrays", {})[name] = v
+    return callbacks
 
 
 def restore(trainer, ckpt: dict, path="checkpoint") -> int:
-    """Put a checkpoint's weights, optimizer, generators, callbacks and history into ``trainer``.
-
-    Call after the trainer knows its data (``fit`` does this for ``resume=``).
-    Returns the number of completed epochs.
-    """
-    from .train.history import History
-
-    meta, model = ckpt["meta"], trainer.model
-    check_architecture(model, meta["architecture"], path)
-    point = meta.get("resume_point")
-    same_data = (meta.get("n_train") in (None, trainer.n_train)
-                 and meta.get("batch_size") in (None, trainer.batch_size))
-    if point is not None and not same_data:
-        raise CheckpointError(
-            f"{path} stopped inside an epoch of {meta['n_train']} examples in batches of "
-            f"{meta['batch_size']}; resume it with the same data and batch size (this run has "
-            f"{trainer.n_train} and {trainer.batch_size})")
-    if not same_data:
-        warnings.warn(f"{path} was trained on {meta['n_train']} examples in batches of "
-                      f"{meta['batch_size']}, this run has {trainer.n_train} and "
-                      f"{trainer.batch_size}: it continues, but will not match an "
-                      "uninterrupted run", stacklevel=3)
-    _set_weights(model, ckpt["params"], path)
-    opt_state = {k: (v.astype(model.dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
-                     else v) for k, v in ckpt["optimizer"].items()}
-    trainer.optimizer.load_state_dict(opt_state, model.backend)
-    trainer.rng.bit_generator.state = meta["rng"]
-    for la in model.layers:
-        state = meta.get("device_rngs", {}).get(la.name)
-        if state is not None and getattr(la, "rng", None) is not None:
-            la.rng.set_state(state)
-    states = ckpt.get("callbacks", {})
-    for key, cb in _keyed(trainer.active_callbacks):
-        if key in states:
-            cb.load_state_dict(states[key])
-    trainer.step = int(meta["step"])
-    trainer._resume_point = point
-    trainer.history = History(meta.get("history"))
-    return int(meta["epoch"])
+    """Put a checkpoint (from :func:`load_checkpoint`) into ``trainer``; returns the number
+    of completed epochs. The same as ``trainer.load_state_dict(ckpt, source=path)``."""
+    trainer.load_state_dict(ckpt, source=path)
+    return int(ckpt["meta"]["epoch"])

@@ -414,3 +414,15 @@ def test_history_access():
     assert len(h) == 2 and h["loss"] == [2.0, 1.0] and "val_loss" in h
     assert h.best_epoch() == 2 and h.to_dict()["epoch"] == [1, 2]
     assert History(h.to_dict()).history == h.history
+
+
+def test_every_callback_is_importable_from_nnx_callbacks():
+    from nnx.train import hooks, loggers
+
+    for name in nnx.callbacks.__all__:
+        assert getattr(nnx.callbacks, name) is getattr(nnx.train, name), name
+    assert nnx.callbacks.Callback is hooks.Callback and nnx.callbacks.StepState is hooks.StepState
+    assert {nnx.callbacks.ProgressBar, nnx.callbacks.CSVLogger,
+            nnx.callbacks.JSONLinesLogger} == {loggers.ProgressBar, loggers.CSVLogger,
+                                               loggers.JSONLinesLogger}
+    assert nnx.doctor.Doctor.__mro__[1] is Callback

@@ -346,3 +346,115 @@ def test_checkpoint_files_are_npz_without_pickle(tmp_path, data):
     assert "__meta__.npy" in names and all(n.endswith(".npy") for n in names)
     with np.load(path, allow_pickle=False) as z:
         assert all(z[k].dtype != object for k in z.files)
+
+
+# --- the trainer's own state ----------------------------------------------------------
+
+
+def _interrupted_at_step(data, step):
+    class Interrupt(Callback):
+        def on_step_end(self, trainer, state):
+            if state.step == step:
+                trainer.request_interrupt()
+
+    first, cbs = _resumable()
+    _fit(first, data, 3, cbs + [Interrupt()])
+    return first
+
+
+def _history(h):
+    return {k: v for k, v in h.history.items() if k != "time"}
+
+
+def test_resume_from_a_state_dict_in_memory_equals_resume_from_its_file(tmp_path, data):
+    state = _interrupted_at_step(data, 8).state_dict()
+    assert state["meta"]["resume_point"]["batch"] == 3
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, state)  # a state dict is written as the trainer itself would be
+    runs = []
+    for resume in (state, path, state):  # the state is not changed by resuming from it
+        tr, cbs = _resumable()
+        h = _fit(tr, data, 3, cbs, resume=resume)
+        runs.append((tr.step, tr.model.get_weights(), _history(h), cbs[0].wait))
+    for step, weights, history, wait in runs[1:]:
+        assert (step, history, wait) == runs[0][0:1] + runs[0][2:]
+        for k, v in runs[0][1].items():
+            np.testing.assert_array_equal(weights[k], v, err_msg=k)
+
+
+def test_a_state_dict_round_trips_through_a_checkpoint_file(tmp_path, data):
+    tr = _interrupted_at_step(data, 4)
+    state = tr.state_dict()
+    save_checkpoint(tmp_path / "a.npz", tr)
+    ck = load_checkpoint(tmp_path / "a.npz")
+    assert set(ck) == set(state) == {"meta", "params", "optimizer", "callbacks"}
+    assert {k: ck["meta"][k] for k in state["meta"]} == state["meta"]
+    for part in ("params", "optimizer"):
+        assert set(ck[part]) == set(state[part])
+        for k, v in state[part].items():
+            np.testing.assert_array_equal(ck[part][k], v, err_msg=f"{part} {k}")
+    assert {k: {n: v for n, v in s.items() if n != "arrays"} for k, s in ck["callbacks"].items()} \
+        == {k: {n: v for n, v in s.items() if n != "arrays"} for k, s in state["callbacks"].items()}
+    # a trainer that loaded a state gives that state back, resume point included
+    back, cbs = _resumable()
+    back.active_callbacks = cbs
+    back.load_state_dict(ck, source="a.npz")
+    again = back.state_dict()
+    assert again["meta"] == state["meta"] and again["meta"]["resume_point"]["batch"] == 5
+    assert again["callbacks"].keys() == state["callbacks"].keys()
+
+
+def _snapshot(tr):
+    return (tr.step, tr.completed_epochs, tr.history.to_dict(), tr.rng.bit_generator.state,
+            tr.optimizer.t, {k: v.copy() for k, v in tr.model.get_weights().items()})
+
+
+def _unchanged(tr, before):
+    after = _snapshot(tr)
+    assert after[:5] == before[:5]
+    for k, v in before[5].items():
+        np.testing.assert_array_equal(after[5][k], v, err_msg=k)
+
+
+@pytest.mark.parametrize("damage", [
+    ("epoch", "3"), ("step", -1), ("rng", {"bit_generator": "PCG64"}), ("rng", None),
+    ("history", {"loss": 0.5}), ("resume_point", {"batch": -2, "seen": 0}),
+    ("resume_point", {"batch": 1, "seen": 64, "sums": {"loss": "x"}}),
+    ("resume_point", {"batch": 99, "seen": 64, "sums": {}}),
+])
+def test_a_refused_state_changes_nothing(tmp_path, data, damage):
+    path, _ = _checkpoint(tmp_path, data)
+    state = load_checkpoint(path)
+    key, value = damage
+    state["meta"][key] = value
+    tr = Trainer(nnx.mlp([2, 8, 3]), lr=0.01, seed=5)
+    tr.fit(data.x_train, data.y_train, epochs=1, batch_size=64)
+    before = _snapshot(tr)
+    with pytest.raises(CheckpointError, match=f"damaged: its '{key}"):
+        tr.fit(data.x_train, data.y_train, epochs=3, batch_size=64, resume=state)
+    _unchanged(tr, before)
+
+
+def test_a_state_of_another_optimizer_or_model_changes_nothing(tmp_path, data):
+    path, _ = _checkpoint(tmp_path, data)
+    for tr, match in [(Trainer(nnx.mlp([2, 8, 3]), optimizer="sgd", lr=0.01), "'adam'"),
+                      (Trainer(nnx.mlp([2, 8, 3]), lr=0.01), "no entry 'dense_2.b'")]:
+        state = load_checkpoint(path)
+        if "entry" in match:  # a weight missing from the file
+            del state["params"]["dense_2.b"]
+        before = _snapshot(tr)
+        with pytest.raises(CheckpointError, match=match):
+            tr.load_state_dict(state, source=str(path))
+        _unchanged(tr, before)
+
+
+def test_checkpoint_module_packs_files_and_never_imports_the_trainer():
+    import ast
+
+    source = (ROOT / "nnx" / "checkpoint.py").read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert imported and not [m for m in imported if "train" in m.split(".")], imported
+    # nor does it reach into a trainer: the state is the trainer's to give and to take back
+    assert "trainer._" not in source and "trainer.rng" not in source

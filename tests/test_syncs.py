@@ -121,6 +121,23 @@ def test_dropout_and_batchnorm_steps_make_no_host_read(counted):
     assert all(syncs == 0 for _, syncs in _per_step(marks))
 
 
+def test_skip_mode_steps_make_no_host_read(counted):
+    """Skipping non-finite steps decides on the device: no read per step, the same
+    operations every step, and a fixed number of reads per epoch."""
+    marks, _ = _fit(counted, nnx.mlp([6, 16, 3]), nnx.Adam(1e-3), 16, epochs=3)
+    skip = nnx.Trainer(nnx.mlp([6, 16, 3]), "cross_entropy", nnx.Adam(1e-3), device=counted,
+                       on_nonfinite="skip")
+    x, y = _data()
+    smarks = _Marks(counted.counts)
+    h = skip.fit(x, y, epochs=3, batch_size=16, callbacks=[smarks])
+    steps = _per_step(smarks)
+    assert len(steps) == 3 * 12 and all(syncs == 0 for _, syncs in steps), steps
+    assert len({ops for ops, _ in steps[1:12]}) == 1, steps
+    # loss and accuracy, as in raise mode, plus the skipped steps and examples
+    assert set(np.diff(smarks.epochs).tolist()) == {4} and h["skipped"] == [0, 0, 0]
+    assert set(np.diff(marks.epochs).tolist()) == {2}
+
+
 def test_an_epoch_reads_only_at_its_logging_point(counted):
     """The reads per epoch do not depend on how many steps it has."""
     per_epoch = {}

@@ -359,3 +359,91 @@ def test_evaluate_predict_and_predict_proba_shapes(blobs):
     out = rt.predict(reg.x_test)
     assert isinstance(out, np.ndarray) and out.shape == (len(reg.x_test), 2)
     assert set(rt.evaluate(reg.x_test, reg.y_test)) == {"loss", "mae", "mse"}
+
+
+# --- the pieces of an epoch: batches, one accumulator, the non-finite modes -------------------
+
+
+class _HalfMSE(nnx.losses.Loss):
+    """Half the mean squared error: a regression loss that is not the MSE, so the squared
+    error is summed beside it."""
+
+    name, task = "half_mse", "regression"
+
+    def __call__(self, output, target):
+        value, d = nnx.losses.MeanSquaredError()(output, target)
+        return value / 2, d / 2
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "half_mse"])
+def test_training_and_evaluation_share_one_accumulator(loss):
+    """An epoch that does not change the model logs exactly what evaluate() returns on the
+    same batches: the same sums, in the same order."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 3)).astype(np.float32)
+    y = (np.arange(50) % 3) if loss == "cross_entropy" else rng.normal(size=(50, 2))
+    model = nnx.mlp([3, 6, 3 if loss == "cross_entropy" else 2])
+    tr = Trainer(model, _HalfMSE() if loss == "half_mse" else loss, nnx.SGD(0.1), seed=1)
+
+    class NoUpdate(Callback):  # plain SGD with zero gradients leaves every weight as it is
+        def on_backward_end(self, trainer, state):
+            trainer.model.zero_grads()
+
+    h = tr.fit(x, y, epochs=1, batch_size=16, shuffle=False, callbacks=[NoUpdate()])
+    logs = {k: v[0] for k, v in h.history.items()}
+    ev = tr.evaluate(x, y, batch_size=16)
+    assert set(ev) == ({"loss", "accuracy"} if loss == "cross_entropy" else {"loss", "mae", "mse"})
+    assert {k: logs[k] for k in ev} == ev
+    if loss == "half_mse":
+        assert ev["mse"] == pytest.approx(2 * ev["loss"], rel=1e-6)
+
+
+def test_batches_take_every_example_once_in_the_epoch_order():
+    from nnx.train.batches import Batches, epoch_order
+
+    b = backends.get("numpy")
+    x = b.asarray(np.arange(10, dtype=np.float32)[:, None], "float32")
+    y = b.asarray(np.arange(10), "int64")
+    rng = np.random.default_rng(0)
+    order = epoch_order(rng, 10, b, shuffle=True, full=False)
+    batches = Batches(x, y, y, 4, order)
+    parts = [batches.batch(i) for i in range(len(batches))]
+    assert len(batches) == 3 and [len(p[1]) for p in parts] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), np.asarray(order))
+    assert all(p[2] is p[1] for p in parts)  # integer labels are the targets themselves
+    np.testing.assert_array_equal(np.concatenate([p[0][:, 0] for p in parts]), order)
+    # no shuffle, or one full batch: no draw, and the generator does not advance
+    state = rng.bit_generator.state
+    assert epoch_order(rng, 10, b, shuffle=False, full=False) is None
+    assert epoch_order(rng, 10, b, shuffle=True, full=True) is None
+    assert rng.bit_generator.state == state
+
+
+def test_dropped_batches_add_nothing_to_the_sums():
+    from nnx.train.metrics import MetricSums
+
+    b = backends.get("numpy")
+    xp = b.xp
+    out = b.asarray(np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]]), "float32")
+    labels = b.asarray(np.array([0, 1, 1]), "int64")
+    loss = nnx.get_loss("cross_entropy")
+    kept = MetricSums(loss, b, "float32", skipping=True)
+    kept.add(xp.asarray(0.5, dtype=xp.float32), out, labels, labels, 3, xp.asarray(True))
+    kept.add(xp.asarray(float("nan"), dtype=xp.float32), out, labels, labels, 3,
+             xp.asarray(False))
+    assert kept.seen == 6 and kept.count() == 3
+    assert kept.means() == {"loss": 0.5, "accuracy": 2 / 3}
+    assert kept.state() == {"loss": 1.5, "correct": 2, "skipped_n": 3}
+    # a resume point continues the sums exactly
+    again = MetricSums(loss, b, "float32", skipping=True)
+    again.load(kept.state(), kept.seen)
+    assert again.means() == kept.means() and again.seen == 6
+
+
+def test_nonfinite_modes_are_chosen_by_name():
+    from nnx.train import nonfinite
+
+    assert set(nonfinite.MODES) == {"raise", "skip"}
+    assert nonfinite.MODES["skip"].skipping and not nonfinite.MODES["raise"].skipping
+    with pytest.raises(nnx.ConfigError, match="on_nonfinite must be 'raise' or 'skip'"):
+        nonfinite.check_mode("ignore")

@@ -124,6 +124,22 @@ def test_batch_larger_than_data_is_clamped_with_a_warning(blobs):
     assert tr.batch_size == len(blobs.x_train) and tr.steps_per_epoch == 1
 
 
+def test_warnings_of_fit_point_at_the_caller(blobs, tmp_path):
+    tr = _trainer()
+    with pytest.warns(UserWarning, match="larger than the") as caught:
+        tr.fit(blobs.x_train, blobs.y_train, epochs=1, batch_size=10**6)
+    assert [w.filename for w in caught] == [__file__]
+    nnx.save_checkpoint(tmp_path / "c.npz", tr)
+    with pytest.warns(UserWarning, match="will not match an uninterrupted run") as caught:
+        _trainer().fit(blobs.x_train[:50], blobs.y_train[:50], epochs=2, batch_size=25,
+                       resume=tmp_path / "c.npz")
+    assert [w.filename for w in caught] == [__file__]
+    with pytest.warns(UserWarning, match="nothing to train") as caught:
+        _trainer().fit(blobs.x_train, blobs.y_train, epochs=1, batch_size="full",
+                       resume=tmp_path / "c.npz")
+    assert [w.filename for w in caught] == [__file__]
+
+
 @pytest.mark.parametrize("bad", [0, -4, 2.5, "big", True])
 def test_bad_batch_size_is_a_config_error(blobs, bad):
     with pytest.raises(ConfigError, match="batch size"):

@@ -1,71 +1,25 @@
 """Callbacks: everything around the training step that is not the step itself.
 
-A callback overrides any of the hooks below; each receives the
-:class:`~nnx.train.Trainer`. ``state`` is a :class:`StepState` (device arrays:
-do not read them every step — that would wait for the device each time).
-``logs`` holds host floats, read once per epoch.
+The contract (:class:`Callback`, :class:`StepState`) is in :mod:`nnx.train.hooks`,
+the reporting callbacks (progress bar, metrics files) in :mod:`nnx.train.loggers`;
+both are importable from here. This module holds the ones that steer training:
+early stopping, checkpoints, learning-rate schedules and the non-finite mode.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import sys
-import time
 import warnings
-from dataclasses import dataclass
-from typing import Any
 
 from ..errors import ConfigError
+from .hooks import Callback, StepState
+from .loggers import CSVLogger, JSONLinesLogger, ProgressBar
+from .nonfinite import check_mode
 
 __all__ = ["StepState", "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
            "ReduceLROnPlateau", "ProgressBar", "CSVLogger", "JSONLinesLogger",
            "TerminateOnNonFinite"]
-
-
-@dataclass
-class StepState:
-    """One training step, as callbacks see it.
-
-    ``x`` ``(batch, n_in)`` and ``y`` are the device batch, ``output`` the
-    logits ``(batch, n_out)``, ``loss`` the 0-d batch-mean loss on the device.
-    """
-
-    step: int
-    epoch: int
-    batch: int
-    x: Any
-    y: Any
-    output: Any
-    loss: Any
-
-
-class Callback:
-    """Base class: every hook is a no-op; override the ones you need.
-
-    The trainer calls only the hooks a callback overrides. A callback with state
-    that a resumed run needs (counters, best values) returns it from
-    :meth:`state_dict` (JSON values, or host arrays under ``"arrays"``); checkpoints
-    store it and :meth:`load_state_dict` puts it back on resume.
-    """
-
-    #: run ``on_epoch_end`` after every other callback (checkpoints see the whole epoch)
-    epoch_end_last = False
-
-    def on_train_begin(self, trainer) -> None: ...
-    def on_epoch_begin(self, trainer, epoch: int) -> None: ...
-    def on_backward_end(self, trainer, state: StepState) -> None: ...
-    def on_step_end(self, trainer, state: StepState) -> None: ...
-    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None: ...
-    def on_train_end(self, trainer) -> None: ...
-
-    def state_dict(self) -> dict | None:
-        """What a resumed run needs to continue this callback exactly (None: nothing)."""
-        return None
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` output (from a checkpoint)."""
 
 
 def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
@@ -274,131 +228,6 @@ class ReduceLROnPlateau(Callback):
         self.best, self.wait = float(state["best"]), int(state["wait"])
 
 
-class ProgressBar(Callback):
-    """Progress on ``stream`` (stderr): steps, samples/s and the running loss, per epoch.
-
-    On a terminal the line is redrawn in place every ``refresh`` seconds of
-    wall-clock time (or every ``every`` steps, if given); each redraw reads the
-    running loss from the device once, never more often. Elsewhere (a log
-    file, a pipe) and with ``quiet=True`` it writes one line per epoch and reads
-    nothing inside the epoch.
-    """
-
-    def __init__(self, refresh: float = 0.5, stream=None, width: int = 24, *,
-                 every: int | None = None, quiet: bool = False) -> None:
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int)
-                                  or every < 1):
-            raise ConfigError(f"ProgressBar every must be a positive integer, got {every!r}")
-        self.refresh, self.every, self.width = refresh, every, width
-        self.stream = stream if stream is not None else sys.stderr
-        self.quiet = quiet
-        self.live = not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
-
-    def on_epoch_begin(self, trainer, epoch):
-        self.t0 = self.last = time.perf_counter()
-        self.epoch, self.done = epoch, 0
-
-    def on_step_end(self, trainer, state):
-        if not self.live:
-            return
-        self.done += 1
-        now = time.perf_counter()
-        due = (self.done % self.every == 0) if self.every else now - self.last >= self.refresh
-        if due:
-            self.last = now
-            self._draw(trainer, state.batch + 1, now,
-                       f"loss {trainer.running_loss():.4f}", end="")
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        text = "  ".join(f"{k} {v:.4f}" for k, v in logs.items()
-                         if k not in ("lr", "time", "skipped") and isinstance(v, float))
-        if logs.get("skipped"):
-            text += f"  skipped {logs['skipped']} non-finite steps"
-        self._draw(trainer, trainer.steps_per_epoch, time.perf_counter(), text, end="\n")
-
-    def _draw(self, trainer, done, now, text, end):
-        steps = trainer.steps_per_epoch
-        filled = min(self.width, int(self.width * done / max(steps, 1)))
-        bar = ("=" * filled + (">" if filled < self.width else "")).ljust(self.width)
-        seen = min(done * trainer.batch_size, trainer.n_train)
-        rate = seen / max(now - self.t0, 1e-9)
-        line = (f"epoch {self.epoch + 1}/{trainer.epochs} [{bar}] {done}/{steps}  "
-                f"{rate:,.0f} samples/s  {text}")
-        self.stream.write(("\r\x1b[K" if self.live else "") + line + end)
-        self.stream.flush()
-
-
-class _FileLogger(Callback):
-    """One record per epoch appended to ``path``, flushed and fsync-ed.
-
-    ``append=False`` starts a new file. ``append=True`` keeps the file; when the
-    trainer resumed from a checkpoint, records of epochs after the checkpoint's
-    (written before an interruption) are dropped first, so no epoch appears twice.
-    """
-
-    def __init__(self, path, append: bool = False) -> None:
-        self.path, self.append = os.fspath(path), append
-
-    def on_train_begin(self, trainer):
-        if not self.append:
-            if os.path.exists(self.path):
-                os.remove(self.path)
-            return
-        epochs = trainer.history.history.get("epoch")
-        if epochs and os.path.exists(self.path):
-            self._trim(max(epochs))
-
-    def _trim(self, last_epoch: int) -> None:
-        from ..checkpoint import atomic_write
-
-        with open(self.path, encoding="utf-8") as f:
-            lines = f.read().splitlines(keepends=True)
-        kept = [line for line in lines if self._epoch_of(line) is None
-                or self._epoch_of(line) <= last_epoch]
-        if len(kept) != len(lines):
-            atomic_write(self.path, "".join(kept).encode("utf-8"))
-
-    def _epoch_of(self, line: str) -> int | None:
-        raise NotImplementedError
-
-    def _write(self, text: str) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-class CSVLogger(_FileLogger):
-    """Append one row of epoch metrics per epoch to a CSV file (header on the first write)."""
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        row = {"epoch": epoch + 1, **logs}
-        new = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
-        head = ",".join(row) + "\n" if new else ""
-        self._write(head + ",".join(_fmt(v) for v in row.values()) + "\n")
-
-    def _epoch_of(self, line):
-        first = line.split(",", 1)[0].strip()
-        return int(first) if first.isdigit() else None
-
-
-class JSONLinesLogger(_FileLogger):
-    """Append one JSON object of epoch metrics per epoch (``{"epoch": 1, "loss": ...}``)."""
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        self._write(json.dumps({"epoch": epoch + 1, **logs}) + "\n")
-
-    def _epoch_of(self, line):
-        try:
-            return int(json.loads(line)["epoch"])
-        except (ValueError, KeyError, TypeError):
-            return None
-
-
-def _fmt(v) -> str:
-    return repr(v) if isinstance(v, float) else str(v)
-
-
 class TerminateOnNonFinite(Callback):
     """Select what happens when the loss becomes NaN or infinite (``"raise"`` by default).
 
@@ -410,9 +239,7 @@ class TerminateOnNonFinite(Callback):
     """
 
     def __init__(self, mode: str = "raise") -> None:
-        if mode not in ("raise", "skip"):
-            raise ConfigError(f"on_nonfinite must be 'raise' or 'skip', got {mode!r}")
-        self.mode = mode
+        self.mode = check_mode(mode)
 
     def on_train_begin(self, trainer):
         trainer.on_nonfinite = self.mode

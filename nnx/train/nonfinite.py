@@ -1,57 +1,39 @@
 """NaN and infinity during training: skip the step, or find where it started.
 
+The two modes are small objects (:class:`SkipNonFinite`, :class:`RaiseOnNonFinite`,
+one per epoch) that the training step calls at fixed points: before the forward
+pass, just before and just after the optimizer update, and at logging points.
+
 ``on_nonfinite="skip"`` (:class:`SkipGuard`): every step keeps copies of the
 parameters, buffers and optimizer state, and after the update puts the old
 values back wherever the loss was not finite (``where`` on the device: no host
 read). The optimizer's step counter still advances.
 
-``on_nonfinite="raise"`` (the default): the trainer checks the running loss at
-logging points only. To say *where* a failure began without watching every
-step, it keeps a :class:`Snapshot` (device copies) of the model and optimizer
-at the start of each epoch. When the loss turns out to be non-finite,
-:func:`replay` restores the snapshot and re-runs the epoch's steps one layer at
-a time, reading every intermediate array on the host, until the first NaN or
-infinity appears: in a layer's output, in the loss, in a gradient or in an
-update. Replays are exact on deterministic devices (CPU); when a replay does
-not reproduce the failure the message falls back to the parameters as they are.
+``on_nonfinite="raise"`` (the default): the trainer checks the loss sum at
+logging points only, and names where a failure began by replaying the epoch
+from a snapshot taken at its start (:mod:`nnx.train.replay`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 
 from array_api_compat import array_namespace
 
 from .. import inplace
+from ..errors import ConfigError, NonFiniteError
+from .metrics import read_scalar
+from .replay import LOWER_LR, Blame, Snapshot, first_nonfinite_param, replay, training_arrays
 
-__all__ = ["SkipGuard", "Snapshot", "Blame", "replay", "first_nonfinite_param"]
+__all__ = ["MODES", "check_mode", "nonfinite_mode", "NonFiniteMode", "RaiseOnNonFinite",
+           "SkipNonFinite", "SkipGuard", "NO_STEP"]
 
-
-#: the usual fix, in library and command-line terms
-LOWER_LR = "lower it (lr=, --lr) or clip gradients (clip_norm=1.0, --clip-norm 1.0)"
+#: larger than any step number: "no non-finite step yet"
+NO_STEP = 2**62
 
 
 def _copy(x):
     return array_namespace(x).asarray(x, copy=True)
-
-
-def _finite(x) -> bool:
-    xp = array_namespace(x)
-    return bool(xp.all(xp.isfinite(x)))
-
-
-def _max_abs(x) -> float:
-    xp = array_namespace(x)
-    return float(xp.max(xp.abs(x))) if x.ndim == 0 or x.shape[0] else 0.0
-
-
-def _model_arrays(model):
-    """``(dict, key)`` of every parameter and buffer of ``model``."""
-    return [(group, k) for la in model.layers for group in (la.params, la.state) for k in group]
-
-
-def _opt_arrays(opt):
-    return [(slots, s) for slots in opt.state.values() for s in slots]
 
 
 class SkipGuard:
@@ -65,7 +47,7 @@ class SkipGuard:
     def begin(self) -> None:
         """Copy parameters, buffers and optimizer state (before the forward pass)."""
         self._saved = [(d, k, _copy(d[k])) for d, k in
-                       _model_arrays(self.model) + _opt_arrays(self.optimizer)]
+                       training_arrays(self.model, self.optimizer)]
         self._known = set(self.optimizer.state)
 
     def end(self, ok) -> None:
@@ -80,144 +62,165 @@ class SkipGuard:
         self._saved = []
 
 
-class Snapshot:
-    """Device copies of everything a training step changes, taken at ``batch`` of an epoch.
-
-    ``lrs`` collects the learning rate of each step taken since, so a replay
-    uses the same rates as the run.
-    """
-
-    def __init__(self, trainer, batch: int) -> None:
-        model, opt = trainer.model, trainer.optimizer
-        self.arrays = [_copy(d[k]) for d, k in _model_arrays(model)]
-        self.opt_state = {name: {s: _copy(v) for s, v in slots.items()}
-                          for name, slots in opt.state.items()}
-        self.opt_t = opt.t
-        self.rngs = {la.name: la.rng.get_state() for la in model.layers
-                     if getattr(la, "rng", None) is not None}
-        self.step, self.batch = trainer.step, batch
-        self.lrs: list[float] = []
-
-    def restore(self, trainer) -> None:
-        model, opt = trainer.model, trainer.optimizer
-        for (d, k), saved in zip(_model_arrays(model), self.arrays):
-            inplace.copy_(d, k, saved)
-        opt.state = {name: {s: _copy(v) for s, v in slots.items()}
-                     for name, slots in self.opt_state.items()}
-        opt.t = self.opt_t
-        for la in model.layers:
-            if la.name in self.rngs:
-                la.rng.set_state(self.rngs[la.name])
-        model.zero_grads()
-        trainer.step = self.step
+def last_good_checkpoint(callbacks) -> str:
+    """A sentence naming the last checkpoint a callback wrote (``last_saved``), if any."""
+    for cb in reversed(callbacks):
+        last = getattr(cb, "last_saved", None)
+        if last:
+            path, epoch = last
+            return f"The last good checkpoint is {path} (after epoch {epoch})."
+    return "No checkpoint was written in this run."
 
 
-@dataclass
-class Blame:
-    """Where the first NaN or infinity appeared (``step``, ``layer``), ``what`` and ``cause``."""
-
-    step: int
-    layer: str | None
-    what: str
-    cause: str
-
-
-def first_nonfinite_param(model) -> str | None:
-    """``"dense_1.w"``: the first parameter or buffer (forward order) holding NaN or inf."""
-    for la in model.layers:
-        for group in (la.params, la.state):
-            for k, v in group.items():
-                if not _finite(v):
-                    return f"{la.name}.{k}"
-    return None
-
-
-def _weights_of(layer) -> str:
-    if not layer.params:
-        return ""
-    big = max(_max_abs(v) for v in layer.params.values())
-    return f", largest |parameter| {big:.3g}"
-
-
-def _forward_blame(step, layer, x, lr) -> Blame:
-    """A layer turned finite inputs and parameters into NaN or inf."""
-    big_in = _max_abs(x)
-    what = (f"the output of {layer.name} became NaN or infinite in the forward pass of step "
-            f"{step} (largest |input| {big_in:.3g}{_weights_of(layer)})")
-    weights = max((_max_abs(v) for v in layer.params.values()), default=0.0)
-    if big_in > 1e4 and big_in >= weights:
-        cause = ("its inputs are very large: standardize the features (--standardize) or "
-                 "lower the learning rate (--lr)")
+def _unreplayed(trainer, step: int, last: int) -> Blame:
+    """What can be said without a replay that found the first NaN: the parameters now."""
+    bad = first_nonfinite_param(trainer.model)
+    if step == NO_STEP:
+        what = "every batch loss was finite but they were so large that their sum overflowed"
     else:
-        cause = (f"values grew until they overflowed: the learning rate ({lr:g}) is probably "
-                 f"too high for this model; {LOWER_LR}")
-    return Blame(step, layer.name, what, cause)
+        what = "the loss became NaN or infinite"
+    if bad:
+        what += f"; {bad} is now NaN or infinite"
+    else:
+        what += (" (replaying the epoch from its start did not repeat it: the device may not "
+                 "be deterministic)")
+    lr = trainer.optimizer.lr
+    cause = (f"the learning rate ({lr:g}) is probably too high, or the inputs are unscaled; "
+             f"{LOWER_LR}, or standardize the inputs (--standardize)")
+    return Blame(last, bad.split(".")[0] if bad else None, what, cause)
 
 
-def replay(trainer, snapshot: Snapshot, bad_step: int, batch_of,
-           n_batches: int) -> Blame | None:
-    """Re-run steps from ``snapshot`` up to ``bad_step``, checking every array on the host.
+# --- the modes ---------------------------------------------------------------------------
 
-    ``batch_of(b)`` returns the device batch ``(x, y)`` of batch ``b`` of the
-    epoch. The model is left as it was just before the step that produced the
-    first non-finite value (or before ``bad_step``); returns None when nothing
-    non-finite appears (the device did not repeat the run).
-    ``n_batches`` is the number of batches in the epoch.
+
+class NonFiniteMode:
+    """What the training step does about a NaN or infinite loss; one object per epoch.
+
+    The step calls :meth:`before_step` before the forward pass,
+    :meth:`before_update` just before the optimizer update and
+    :meth:`after_update` just after it, which returns the 0-d ``keep`` flag for
+    :class:`~nnx.train.metrics.MetricSums` (None: every batch counts). None of
+    them reads the device. At logging points :meth:`check` and
+    :meth:`check_validation` may raise; :meth:`logs` adds to the epoch's logs,
+    :meth:`state` and :meth:`load` carry the mode's sums over a resume.
     """
-    model, opt, loss = trainer.model, trainer.optimizer, trainer.loss
-    bad_step = min(bad_step, snapshot.step + n_batches - snapshot.batch - 1)
-    snapshot.restore(trainer)
-    bad = first_nonfinite_param(model)
-    if bad is not None:
-        return Blame(snapshot.step, bad.split(".")[0],
-                     f"{bad} was already NaN or infinite before step {snapshot.step}",
-                     "the model was given non-finite weights (set or loaded before training); "
-                     "re-initialise it or load a good checkpoint")
-    for i, b in enumerate(range(snapshot.batch, snapshot.batch + bad_step - snapshot.step + 1)):
-        step = snapshot.step + i
-        trainer.step = step
-        lr = snapshot.lrs[i] if i < len(snapshot.lrs) else opt.lr
-        opt.lr = lr
-        x, y = batch_of(b)
-        h, backwards = x, []
-        for la in model.layers:
-            out, backward = la.forward(h, train=True)
-            if not _finite(out):
-                return _forward_blame(step, la, h, lr)
-            h = out
-            backwards.append((la, backward))
-        value, dy = loss(h, y)
-        if not _finite(value) or not _finite(dy):
-            last = next((la for la in reversed(model.layers) if la.params), model.layers[-1])
-            what = (f"the {loss.name} loss became NaN or infinite at step {step} on finite "
-                    f"outputs as large as {_max_abs(h):.3g} (from {last.name}"
-                    f"{_weights_of(last)})")
-            if loss.task == "classification":
-                cause = (f"the weights grew until the loss overflowed: the learning rate "
-                         f"({lr:g}) is far too high; {LOWER_LR}")
-            else:
-                cause = ("the outputs or targets are too large: standardize the regression "
-                         f"targets, or the learning rate ({lr:g}) is too high; {LOWER_LR}")
-            return Blame(step, last.name, what, cause)
-        for la, backward in reversed(backwards):
-            dy = backward(dy)
-            if not (_finite(dy) and all(_finite(g) for g in la.grads.values())):
-                model.zero_grads()
-                return Blame(step, la.name,
-                             f"the gradient in {la.name} became NaN or infinite at step {step} "
-                             "while the loss was finite",
-                             "exploding gradients, or a derivative that is infinite at these "
-                             f"inputs (learning rate {lr:g}); {LOWER_LR}")
-        if step == bad_step:  # nothing non-finite: the run did not repeat itself
-            model.zero_grads()
-            return None
-        before = Snapshot(trainer, b)
-        opt.step(model)
-        bad = first_nonfinite_param(model)
-        if bad is not None:
-            before.restore(trainer)
-            return Blame(step, bad.split(".")[0],
-                         f"the update at step {step} made {bad} NaN or infinite (its gradient "
-                         "was finite)",
-                         f"the learning rate ({lr:g}) is far too high; {LOWER_LR}")
-    return None
+
+    name = ""
+    #: batches may be dropped from the metric sums (``keep`` is not None)
+    skipping = False
+
+    def before_step(self) -> None: ...
+    def before_update(self, lr: float) -> None: ...
+
+    def after_update(self, value, step: int):
+        return None
+
+    def check(self, trainer, loss_sum: float) -> None: ...
+    def check_validation(self, trainer, val_loss: float) -> None: ...
+
+    def logs(self) -> dict:
+        return {}
+
+    def state(self) -> dict:
+        return {}
+
+    def load(self, sums: dict) -> None: ...
+
+
+class RaiseOnNonFinite(NonFiniteMode):
+    """``on_nonfinite="raise"``: remember the first non-finite step on the device and,
+    at a logging point, replay the epoch from its snapshot to name where it began."""
+
+    name = "raise"
+
+    def __init__(self, trainer, epoch: int, batch: int, batch_of) -> None:
+        self.snapshot = Snapshot(trainer, batch)
+        self.epoch, self.batch_of = epoch, batch_of
+        b = trainer.backend
+        self.first_bad = b.xp.full((), NO_STEP, dtype=b.xp.int64, device=b.device)
+
+    def before_update(self, lr):
+        self.snapshot.lrs.append(lr)
+
+    def after_update(self, value, step):
+        xp = array_namespace(value)
+        ok = xp.isfinite(value)
+        self.first_bad = xp.minimum(self.first_bad, xp.where(ok, self.first_bad, step))
+        return None
+
+    def check(self, trainer, loss_sum):
+        if not math.isfinite(loss_sum):
+            raise self.error(trainer, read_scalar(self.first_bad))
+
+    def check_validation(self, trainer, val_loss):
+        if not math.isfinite(val_loss):  # the last update broke the model after its loss was summed
+            raise self.error(trainer, trainer.step - 1)
+
+    def error(self, trainer, step: int) -> NonFiniteError:
+        """The error naming the step, the layer and the likely cause of the first NaN/inf.
+
+        ``step`` is the first step whose loss was not finite, or ``NO_STEP`` when
+        every loss was finite but their sum overflowed. The replay leaves the
+        model as it was just before the failing step.
+        """
+        last = trainer.step - 1 if step == NO_STEP else step
+        blame = None
+        if self.snapshot.step <= last:
+            blame = replay(trainer, self.snapshot, last, self.batch_of, trainer.steps_per_epoch)
+        if blame is None:
+            blame = _unreplayed(trainer, step, last)
+        elif step not in (NO_STEP, blame.step):
+            blame.what += f"; the loss was non-finite from step {step}"
+        message = (f"training produced NaN or infinity at step {blame.step} (epoch "
+                   f"{self.epoch + 1}): {blame.what}. Likely cause: {blame.cause}. "
+                   f"{last_good_checkpoint(trainer.active_callbacks)}")
+        return NonFiniteError(message, step=blame.step, layer=blame.layer)
+
+
+class SkipNonFinite(NonFiniteMode):
+    """``on_nonfinite="skip"``: a step with a non-finite loss leaves the parameters and
+    optimizer state as they were and adds nothing to the metrics; counted in ``skipped``."""
+
+    name = "skip"
+    skipping = True
+
+    def __init__(self, trainer, epoch: int, batch: int, batch_of) -> None:
+        self.guard = SkipGuard(trainer.model, trainer.optimizer)
+        b = trainer.backend
+        self.skipped = b.xp.zeros((), dtype=b.xp.int64, device=b.device)
+
+    def before_step(self):
+        self.guard.begin()
+
+    def after_update(self, value, step):
+        xp = array_namespace(value)
+        ok = xp.isfinite(value)
+        self.guard.end(ok)
+        self.skipped = self.skipped + xp.astype(~ok, xp.int64)
+        return ok
+
+    def logs(self):
+        return {"skipped": read_scalar(self.skipped)}
+
+    def state(self):
+        return self.logs()
+
+    def load(self, sums):
+        self.skipped = self.skipped + sums.get("skipped", 0)
+
+
+#: ``on_nonfinite`` names and their modes
+MODES = {"raise": RaiseOnNonFinite, "skip": SkipNonFinite}
+
+
+def check_mode(name) -> str:
+    """``name`` if it is an ``on_nonfinite`` mode, else a ConfigError."""
+    if name not in MODES:
+        raise ConfigError(f"on_nonfinite must be 'raise' or 'skip', got {name!r}")
+    return name
+
+
+def nonfinite_mode(name: str, trainer, epoch: int, batch: int, batch_of) -> NonFiniteMode:
+    """The mode ``name`` for ``epoch`` of ``trainer``, starting at ``batch`` (a resume point);
+    ``batch_of(b)`` returns the device ``(x, y)`` of batch ``b`` (for a replay)."""
+    return MODES[check_mode(name)](trainer, epoch, batch, batch_of)
