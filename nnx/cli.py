@@ -1,14 +1,15 @@
 """The ``nnx`` command (``scripts/train.py``, ``python -m nnx``): train, write a run directory.
 
-The only module that parses arguments. User mistakes end with one line on
-stderr and exit status 2; an unexpected failure says it is a bug, exit 1;
-Ctrl-C saves a checkpoint and exits 130. ``--debug`` shows tracebacks.
+The only module that parses arguments; :mod:`nnx.build` turns the settings into
+a run. Here: the flags (one per setting of :mod:`nnx.settings`), signals, exit
+statuses and what is printed. User mistakes end with one line on stderr and
+exit status 2; an unexpected failure says it is a bug, exit 1; Ctrl-C saves a
+checkpoint and exits 130. ``--debug`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
@@ -17,8 +18,8 @@ import sys
 import time
 import warnings
 
-from . import config as cfgmod
-from .errors import USER_ERRORS, CheckpointError, ConfigError, DataError
+from . import settings as settings_mod
+from .errors import USER_ERRORS
 
 EXIT_USER, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -33,17 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Per-dataset defaults (recorded with source 'dataset' in config.json; MNIST's "
         "follow published MLP results): " + "; ".join(
             f"{d}: " + ", ".join(f"{k}={v}" for k, v in ov.items())
-            for d, ov in cfgmod.DATASET_DEFAULTS.items()))
+            for d, ov in settings_mod.DATASET_DEFAULTS.items()))
     groups = {}
-    for s in cfgmod.SETTINGS:  # a new setting in config.SETTINGS is a new flag here
+    for s in settings_mod.SETTINGS:  # a new setting in settings.SETTINGS is a new flag here
         group = groups.setdefault(s.group, parser.add_argument_group(s.group))
         flag = "--" + s.name.replace("_", "-")
         if s.type is bool:  # --batchnorm / --no-batchnorm, so a flag can undo the config file
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                               help=cfgmod.help_text(s))
+                               help=settings_mod.help_text(s))
         else:
             group.add_argument(flag, type=_parse_for(s), default=None, metavar=s.name.upper(),
-                               help=cfgmod.help_text(s))
+                               help=settings_mod.help_text(s))
     run = groups["run"]
     run.add_argument("--resume", default=None, metavar="PATH",
                      help="continue a run exactly, appending to its metrics: its directory or "
@@ -149,73 +150,42 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 # --- the run -------------------------------------------------------------------
 
 def run(args) -> int:
-    """Resolve settings, load data, build, train, evaluate and write the run directory."""
-    from . import backends
-    from .run_dir import RunDir
+    """Resolve settings, build the run, train it and print what happened (see :mod:`nnx.build`)."""
+    from . import build
 
-    flags = {s.name: getattr(args, s.name) for s in cfgmod.SETTINGS}
-    previous, checkpoint = None, None
-    if args.resume:
-        previous, checkpoint = _resume_source(args.resume)
-    resolved = cfgmod.resolve(flags, args.config, previous)
-    cfg = {k: v["value"] for k, v in resolved.items()}
-    if args.resume:
-        cfg["out"] = os.path.dirname(os.path.abspath(checkpoint))
-        if flags["out"] is not None and os.path.abspath(flags["out"]) != cfg["out"]:
-            _say(f"warning: --out is ignored with --resume: the run continues in {cfg['out']}")
-    backend = backends.get(cfg["device"])
-    out = RunDir.create(cfg["out"] or _default_out(cfg["dataset"]), resume=bool(args.resume))
+    flags = {s.name: getattr(args, s.name) for s in settings_mod.SETTINGS}
+    plan = build.plan(flags, args.config, args.resume)
+    out = build.open_run_dir(plan)
     _STATE["out"] = out
     try:
-        return _train(args, cfg, resolved, checkpoint, backend, out)
+        return _train(args, plan, out)
     except BaseException:
         out.discard_if_unused()  # a run that failed before writing leaves no empty directory
         raise
 
 
-def _train(args, cfg, resolved, checkpoint, backend, out) -> int:
-    from . import data as datamod
+def _train(args, plan, out) -> int:
+    from . import build
 
-    ds = datamod.load(cfg["dataset"], data_dir=cfg["data_dir"], seed=cfg["seed"],
-                      quiet=args.quiet)
-    x_train, x_test = ds.x_train, ds.x_test
-    if cfg["standardize"]:
-        x_train, x_test = _standardize(x_train, x_test)
-    model, loss = _build_model(cfg, ds)
-    trainer, callbacks = _build_trainer(cfg, model, loss, backend, out, ds, args)
-    if checkpoint is not None:
-        _check_resumable(checkpoint, trainer.model, ds, cfg["epochs"], out.path)
-    if cfg["lr_find"] and checkpoint is None:
-        _lr_find(cfg, resolved, trainer, loss, x_train, ds, out, args)
-    out.write_config(resolved, extra={"backend": backend.describe(), "dataset": repr(ds)})
+    run_ = build.prepare(plan, out, quiet=args.quiet, say=_say)
+    if run_.lr_found is not None:
+        _say(str(run_.lr_found))
     if not args.quiet:
-        _say(f"nnx: {ds!r} on {backend.describe()}; run directory {out.path}")
+        _say(f"nnx: {run_.dataset!r} on {plan.backend.describe()}; run directory {out.path}")
+    trainer = run_.trainer
     stop = _install_interrupt(trainer)
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings():
-            # the command line says this itself, in terms of --epochs (_check_resumable)
-            warnings.filterwarnings("ignore", message="nothing to train")
-            history = trainer.fit(x_train, ds.y_train, epochs=cfg["epochs"],
-                                  batch_size=cfg["batch_size"],
-                                  validation_split=cfg["val_split"], callbacks=callbacks,
-                                  resume=checkpoint)
-    except Exception as exc:
-        doctor = next((c for c in callbacks if type(c).__name__ == "Doctor"), None)
-        if doctor is not None and isinstance(exc, USER_ERRORS):
-            doctor.finish(error=exc)
-        raise
+        history = build.train(run_)
     finally:
         stop()
     elapsed = time.perf_counter() - t0
     if trainer.interrupted_at is not None:
-        from .checkpoint import save_checkpoint
-
-        save_checkpoint(out.checkpoint, trainer)
+        build.save_interrupted(run_)
         _say(f"interrupted at epoch {trainer.interrupted_at['epoch'] + 1}, step {trainer.step}; "
              f"checkpoint saved. Resume with:\n  {_resume_command(out.path)}")
         return EXIT_INTERRUPTED
-    return _finish(cfg, trainer, history, ds, x_test, out, elapsed, backend, args)
+    return _finish(run_, history, elapsed, args)
 
 
 #: what a Ctrl-C outside the training loop (or a second one inside it) reports
@@ -228,160 +198,6 @@ def _aborted_message() -> str:
         return (f"aborted by Ctrl-C without saving; {out.checkpoint} holds the last completed "
                 f"epoch. Resume with:\n  {_resume_command(out.path)}")
     return "aborted by Ctrl-C before any checkpoint was written"
-
-
-def _resume_source(path):
-    """The previous run's settings and checkpoint from a run directory or checkpoint file."""
-    ckpt = os.path.join(path, "checkpoint.npz") if os.path.isdir(path) else path
-    if not os.path.exists(ckpt):
-        raise ConfigError(f"nothing to resume at {path}: no checkpoint.npz there; pass a run "
-                          "directory written by nnx or its checkpoint.npz")
-    config_file = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "config.json")
-    previous = {}
-    if os.path.exists(config_file):
-        try:
-            with open(config_file, encoding="utf-8") as f:
-                settings = json.load(f)["settings"]
-            previous = {k: v["value"] for k, v in settings.items()
-                        if k in cfgmod.BY_NAME and k != "out"}
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{config_file} is damaged ({exc}); pass the settings as flags "
-                              "and the checkpoint file to --resume") from None
-    return previous, ckpt
-
-
-def _check_resumable(path, model, ds, epochs: int, run_path) -> None:
-    """Refuse a damaged checkpoint, or one of another architecture, before the run
-    directory's config.json is rewritten: a mistaken --resume must leave the run resumable.
-    Data of another shape is named as such; a finished run asks for more --epochs."""
-    from .checkpoint import check_architecture, load_checkpoint
-
-    meta = load_checkpoint(path)["meta"]
-    dense = [la["config"] for la in meta["architecture"].get("layers", [])
-             if la.get("type") == "Dense"]
-    if dense and "n_in" in dense[0] and dense[0]["n_in"] != model.n_in:
-        n = dense[0]["n_in"]
-        raise CheckpointError(
-            f"{path} was saved from a different model: it takes {n} input features "
-            f"(n_in={n}) but dataset {ds.name} has {model.n_in} (n_in={model.n_in}); resume "
-            "with the data it was trained on, or start a new run with another --out")
-    if dense and "n_out" in dense[-1] and dense[-1]["n_out"] != model.n_out:
-        n = dense[-1]["n_out"]
-        raise CheckpointError(
-            f"{path} was saved from a different model: it has {n} outputs but dataset "
-            f"{ds.name} needs {model.n_out}; resume with the data and --loss it was trained "
-            "with, or start a new run with another --out")
-    check_architecture(model, meta["architecture"], path)
-    if int(meta["epoch"]) >= epochs and meta.get("resume_point") is None:
-        _say(f"warning: nothing to train: {run_path} has already trained {meta['epoch']} of "
-             f"{epochs} epochs; pass --epochs N with N > {meta['epoch']} to train further (the "
-             "model is evaluated and its files rewritten)")
-
-
-def _default_out(dataset: str) -> str:
-    """``runs/<dataset>-<time>``, with ``-2``, ``-3``... when runs start in the same second."""
-    name = os.path.splitext(os.path.basename(str(dataset)))[0] or "run"
-    base = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    path, n = base, 1
-    while os.path.exists(path):
-        n += 1
-        path = f"{base}-{n}"
-    return path
-
-
-def _standardize(x_train, x_test):
-    """Standardise with statistics of the training split only (no test leakage)."""
-    from .data import Standardizer
-
-    scaler = Standardizer().fit(x_train)
-    return scaler.transform(x_train), scaler.transform(x_test)
-
-
-def _build_model(cfg, ds):
-    from .losses import get_loss
-    from .models import mlp
-
-    loss_name = cfg["loss"] or ("cross_entropy" if ds.task == "classification" else "mse")
-    loss = get_loss(loss_name)
-    if loss.task != ds.task:
-        if ds.task == "regression":
-            import numpy as np
-
-            y = np.concatenate([ds.y_train.reshape(-1), ds.y_test.reshape(-1)])
-            odd = y[(y != np.round(y)) | ~np.isfinite(y)]
-            example = f" (e.g. {odd[0]:g})" if odd.size else ""
-            raise DataError(f"loss {loss.name} needs integer class labels 0..C-1, but the "
-                            f"targets of {ds.name} are not whole numbers{example}, so they were "
-                            "read as regression; fix the labels, or use --loss mse for "
-                            "regression")
-        raise ConfigError(f"loss {loss.name} is for regression but dataset {ds.name} has class "
-                          "labels; use --loss cross_entropy")
-    if ds.task == "classification":
-        if not ds.n_classes or ds.n_classes < 2:
-            raise DataError(f"dataset {ds.name} has fewer than two classes; a classifier needs "
-                            "at least two")
-        n_out = 1 if (loss.name == "sigmoid_binary_cross_entropy" and ds.n_classes == 2) \
-            else ds.n_classes
-    else:
-        n_out = ds.y_train.shape[1]
-    sizes = [ds.n_features, *cfgmod.hidden_sizes(cfg["hidden"]), n_out]
-    model = mlp(sizes, activation=cfg["activation"], init=cfg["init"], dropout=cfg["dropout"],
-                batchnorm=cfg["batchnorm"])
-    return model, loss
-
-
-def _build_trainer(cfg, model, loss, backend, out, ds, args):
-    from .optim import get_optimizer
-    from .schedules import get_schedule
-    from .train import (
-        CSVLogger,
-        EarlyStopping,
-        JSONLinesLogger,
-        LearningRateScheduler,
-        ModelCheckpoint,
-        ProgressBar,
-        Trainer,
-    )
-
-    opt = get_optimizer(cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"],
-                        weight_decay=cfg["weight_decay"] or None, l2=cfg["l2"],
-                        clip_norm=cfg["clip_norm"])
-    trainer = Trainer(model, loss, opt, device=backend, seed=cfg["seed"], dtype=cfg["dtype"])
-    callbacks = []
-    if not args.quiet:
-        callbacks.append(ProgressBar())
-    resume = bool(args.resume)
-    callbacks += [CSVLogger(out.metrics_csv, append=resume),
-                  JSONLinesLogger(out.metrics_jsonl, append=resume),
-                  ModelCheckpoint(out.checkpoint)]
-    n_train = math.ceil(ds.x_train.shape[0] * (1 - cfg["val_split"]))
-    bs = n_train if cfg["batch_size"] == "full" else min(cfg["batch_size"], n_train)
-    total = cfg["epochs"] * math.ceil(n_train / bs)
-    if cfg["schedule"] != "constant" or cfg["warmup"]:
-        name = cfg["schedule"]
-        if name == "constant" and cfg["warmup"]:
-            name = "warmup"
-        callbacks.append(LearningRateScheduler(
-            get_schedule(name, opt.lr, total_steps=total, warmup_steps=cfg["warmup"])))
-    if cfg["early_stopping"]:
-        callbacks.append(EarlyStopping("val_loss", patience=cfg["early_stopping"]))
-    if cfg["doctor"]:
-        from .doctor import Doctor
-
-        callbacks.append(Doctor(out_dir=str(out.path), test_data=(ds.x_test, ds.y_test),
-                                print_fn=_say if not args.quiet else (lambda *_: None)))
-    return trainer, callbacks
-
-
-def _lr_find(cfg, resolved, trainer, loss, x_train, ds, out, args):
-    from .doctor import lr_find
-
-    result = lr_find(trainer.model, loss, x_train, ds.y_train, optimizer=cfg["optimizer"],
-                     seed=cfg["seed"], plot=str(out.path / "lr_find.png"))
-    _say(str(result))
-    if resolved["lr"]["source"] in ("default", "dataset"):
-        trainer.optimizer.lr = float(result.suggestion)
-        resolved["lr"] = {"value": float(result.suggestion), "source": "lr range test"}
 
 
 def _install_interrupt(trainer):
@@ -414,21 +230,15 @@ def _resume_command(path) -> str:
     return f"{head} --resume {shlex.quote(str(path))}"
 
 
-def _finish(cfg, trainer, history, ds, x_test, out, elapsed, backend, args) -> int:
-    from .checkpoint import model_is_finite, save
+def _finish(run_, history, elapsed, args) -> int:
+    """Evaluate and write the model, curves and summary; print the summary."""
+    from . import build
 
-    test = trainer.evaluate(x_test, ds.y_test)
-    if model_is_finite(trainer.model):
-        save(trainer.model, out.model)
-    history.plot(out.curves, title=f"{ds.name} on {backend.label}")
-    metric = "accuracy" if "accuracy" in test else "mae"
-    best = history.best_epoch("val_loss")
-    summary = {"best_epoch": best, "epochs_run": len(history), f"test_{metric}": test[metric],
-               "test_loss": test["loss"], "seconds": round(elapsed, 3),
-               "device": backend.describe()}
-    out.write_summary(summary)
+    summary = build.finish(run_, history, elapsed)
     if not args.quiet:
-        _say(f"done in {elapsed:.1f} s on {backend.describe()}: best epoch {best} of "
-             f"{len(history)}, test {metric} {test[metric]:.4f}, test loss {test['loss']:.4f}")
-        _say(f"run directory: {out.path}")
+        metric = next(k for k in summary if k.startswith("test_") and k != "test_loss")
+        _say(f"done in {elapsed:.1f} s on {summary['device']}: best epoch "
+             f"{summary['best_epoch']} of {summary['epochs_run']}, {metric.replace('_', ' ')} "
+             f"{summary[metric]:.4f}, test loss {summary['test_loss']:.4f}")
+        _say(f"run directory: {run_.out.path}")
     return 0

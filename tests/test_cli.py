@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import nnx
-from nnx import cli
-from nnx import config as cfg
+from nnx import build, cli
+from nnx import settings as cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "scripts" / "train.py")
@@ -106,15 +106,15 @@ def test_default_run_directory_is_named_by_dataset_and_time(tmp_path):
 
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli.time, "strftime", lambda fmt: "20260101-120000")
-    first = cli._default_out("digits")
+    monkeypatch.setattr(build.time, "strftime", lambda fmt: "20260101-120000")
+    first = build.default_out("digits")
     assert first == os.path.join("runs", "digits-20260101-120000")
     os.makedirs(first)
-    second = cli._default_out("digits")
+    second = build.default_out("digits")
     assert second == first + "-2"
     os.makedirs(second)
-    assert cli._default_out("digits") == first + "-3"
-    assert cli._default_out("/data/my.set.npz").startswith(os.path.join("runs", "my.set-"))
+    assert build.default_out("digits") == first + "-3"
+    assert build.default_out("/data/my.set.npz").startswith(os.path.join("runs", "my.set-"))
 
 
 def test_a_run_that_fails_before_writing_leaves_no_directory(tmp_path):

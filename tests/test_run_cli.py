@@ -17,7 +17,7 @@ import pytest
 
 import nnx
 from nnx import backends
-from nnx import config as cfg
+from nnx import settings as cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "scripts" / "train.py")

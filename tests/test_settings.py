@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import nnx
-from nnx import config as cfg
+from nnx import settings as cfg
 from nnx.errors import ConfigError, NnxError
 
 PROPS = settings(max_examples=50, deadline=None,
@@ -122,9 +122,12 @@ _NAMES = st.one_of(st.sampled_from(sorted(cfg.BY_NAME)), st.text(max_size=15))
 @given(name=_NAMES, value=_ANY)
 def test_check_value_succeeds_or_raises_a_config_error(name, value):
     try:
-        assert cfg.check_value(name, value, "test") is value
+        out = cfg.check_value(name, value, "test")
     except ConfigError as exc:
         assert str(exc).startswith("test:")
+    else:  # normalised once and for all: checking again changes nothing
+        assert cfg.check_value(name, out, "test") == out
+        assert out == value or isinstance(value, str)  # only text is read as a number
 
 
 @PROPS
@@ -236,3 +239,55 @@ def test_fit_succeeds_or_raises_an_nnx_error(pair):
         except NnxError:
             return
     assert len(h) == 1 and math.isfinite(h["loss"][0])
+
+
+# --- normalised values ---------------------------------------------------------------------
+
+
+def test_validate_returns_the_normalised_settings():
+    v = cfg.validate({"epochs": np.int64(3), "seed": np.uint8(7), "lr": 1, "dropout": 0,
+                      "batch_size": " 64", "hidden": [np.int32(8), 4]})
+    assert set(v) == set(cfg.BY_NAME)
+    assert type(v["epochs"]) is int and type(v["seed"]) is int and v["seed"] == 7
+    assert type(v["lr"]) is float and type(v["dropout"]) is float
+    assert v["batch_size"] == 64 and v["hidden"] == [8, 4] and type(v["hidden"][0]) is int
+    assert cfg.validate({"batch_size": "FULL"})["batch_size"] == "full"
+    assert cfg.validate(v) == v  # once normalised, always normalised
+
+
+def test_resolve_hands_on_the_normalised_values(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('batch_size = "16"\nepochs = 2\nlr = 1\n')
+    r = cfg.resolve({"seed": np.int64(3)}, toml)
+    assert r["batch_size"] == {"value": 16, "source": "config file"}
+    assert r["lr"]["value"] == 1.0 and type(r["lr"]["value"]) is float
+    assert r["seed"] == {"value": 3, "source": "flag"} and type(r["seed"]["value"]) is int
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"seed": -1}, ["seed must be a whole number from 0", "-1"]),
+    ({"seed": 2**63}, ["seed must be"]),
+    ({"epochs": 2.0}, ["'epochs' must be int", "float"]),
+    ({"batch_size": 2.5}, ["'batch_size' must be int or str", "2.5"]),
+    ({"batch_size": "lots"}, ["batch size must be a positive integer or 'full'", "lots"]),
+    ({"batch_size": True}, ["'batch_size' must be", "bool"]),
+    ({"hidden": [2.5]}, ["hidden sizes", "2.5"]),
+    ({"hidden": [True, 4]}, ["hidden sizes"]),
+    ({"dropout": math.nan}, ["dropout must be a finite number"]),
+    ({"weight_decay": math.inf}, ["weight-decay must be a finite number"]),
+    ({"standardize": "yes"}, ["'standardize' must be bool"]),
+    ({"dtype": "int32"}, ["dtype must be float32 or float64"]),
+    ({"momentum": 0.9}, ["momentum does not apply to adam"]),
+])
+def test_validate_refuses_each_bad_value_naming_its_source(values, words):
+    with pytest.raises(ConfigError) as err:
+        cfg.validate(values, "config file run.toml")
+    assert str(err.value).startswith("config file run.toml: ") or "momentum" in values
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_the_former_module_name_still_works():
+    from nnx import config
+
+    assert config.resolve is cfg.resolve and config.SETTINGS is cfg.SETTINGS

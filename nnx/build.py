@@ -1,0 +1,371 @@
+"""From settings to a training run: data, model, trainer, callbacks and the run directory.
+
+The command line (:mod:`nnx.cli`) parses arguments and calls, in order,
+:func:`plan` (settings resolved and validated, the backend chosen),
+:func:`open_run_dir`, :func:`prepare` (data loaded, model and trainer built,
+a resumed checkpoint checked, ``config.json`` written), :func:`train`, then
+:func:`finish` or :func:`save_interrupted`. Nothing here parses arguments or
+prints: notes for the user are ``warnings``, and messages of callbacks go to
+the ``say`` function the caller passes. Every user mistake is an
+:mod:`nnx.errors` exception, raised before anything is written.
+
+:func:`build_model` (settings and dataset -> model and loss) is the place
+where a new architecture is added.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import time
+import warnings
+from dataclasses import dataclass
+
+from . import settings as settings_mod
+from .errors import USER_ERRORS, CheckpointError, ConfigError, DataError
+
+__all__ = ["Plan", "Run", "plan", "open_run_dir", "prepare", "build_model", "loss_and_outputs",
+           "build_trainer", "check_resumable", "check_fits_in_memory", "standardize",
+           "default_out", "resume_source", "train", "save_interrupted", "finish"]
+
+
+@dataclass
+class Plan:
+    """A run's settings before anything is loaded.
+
+    ``resolved`` is ``{name: {"value", "source"}}`` (written to ``config.json``),
+    ``settings`` the normalised values, ``checkpoint`` the file a resumed run
+    continues from (None for a new run), ``backend`` the chosen backend.
+    """
+
+    resolved: dict
+    settings: dict
+    checkpoint: str | None
+    backend: object
+
+
+@dataclass
+class Run:
+    """Everything a run needs, built by :func:`prepare`."""
+
+    plan: Plan
+    out: object  # RunDir
+    dataset: object
+    x_train: object
+    x_test: object
+    model: object
+    loss: object
+    trainer: object
+    callbacks: list
+    lr_found: object = None  # the learning-rate range test's result, when it ran
+    doctor: object = None
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def plan(flags: dict, config=None, resume=None) -> Plan:
+    """Resolve ``flags`` (``{setting: value or None}``) over a TOML file and, with ``resume``
+    (a run directory or checkpoint), the previous run's settings; choose the backend."""
+    from . import backends
+
+    previous, checkpoint = resume_source(resume) if resume else (None, None)
+    resolved = settings_mod.resolve(flags, config, previous)
+    values = {k: v["value"] for k, v in resolved.items()}
+    if checkpoint is not None:
+        values["out"] = os.path.dirname(os.path.abspath(checkpoint))
+        given = flags.get("out")
+        if given is not None and os.path.abspath(given) != values["out"]:
+            warnings.warn(f"--out is ignored with --resume: the run continues in "
+                          f"{values['out']}", stacklevel=2)
+    return Plan(resolved, values, checkpoint, backends.get(values["device"]))
+
+
+def resume_source(path) -> tuple[dict, str]:
+    """The previous run's settings and checkpoint from a run directory or checkpoint file."""
+    ckpt = os.path.join(path, "checkpoint.npz") if os.path.isdir(path) else os.fspath(path)
+    if not os.path.exists(ckpt):
+        raise ConfigError(f"nothing to resume at {path}: no checkpoint.npz there; pass a run "
+                          "directory written by nnx or its checkpoint.npz")
+    config_file = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "config.json")
+    previous = {}
+    if os.path.exists(config_file):
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                saved = json.load(f)["settings"]
+            previous = {k: v["value"] for k, v in saved.items()
+                        if k in settings_mod.BY_NAME and k != "out"}
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+            raise ConfigError(f"{config_file} is damaged ({exc}); pass the settings as flags "
+                              "and the checkpoint file to --resume") from None
+    return previous, ckpt
+
+
+def default_out(dataset: str) -> str:
+    """``runs/<dataset>-<time>``, with ``-2``, ``-3``... when runs start in the same second."""
+    name = os.path.splitext(os.path.basename(str(dataset)))[0] or "run"
+    base = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    path, n = base, 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{base}-{n}"
+    return path
+
+
+def open_run_dir(p: Plan):
+    """The run directory: created (or reused, when resuming) and proven writable."""
+    from .run_dir import RunDir
+
+    out = p.settings["out"] or default_out(p.settings["dataset"])
+    return RunDir.create(out, resume=p.checkpoint is not None)
+
+
+# --- data and model -------------------------------------------------------------------------
+
+
+def standardize(x_train, x_test):
+    """Standardise with statistics of the training split only (no test leakage)."""
+    from .data import Standardizer
+
+    scaler = Standardizer().fit(x_train)
+    return scaler.transform(x_train), scaler.transform(x_test)
+
+
+def loss_and_outputs(settings: dict, ds) -> tuple[object, int]:
+    """The loss (``--loss``, else cross-entropy for class labels and mse for targets) and the
+    number of outputs it needs on dataset ``ds``; a loss of the other task is refused."""
+    from .losses import get_loss
+
+    loss = get_loss(settings["loss"] or ("cross_entropy" if ds.task == "classification"
+                                         else "mse"))
+    if loss.task != ds.task:
+        if ds.task == "regression":
+            from .data.checks import whole_number_example
+
+            odd = whole_number_example(ds.y_train)
+            odd = whole_number_example(ds.y_test) if odd is None else odd
+            example = f" (e.g. {odd:g})" if odd is not None else ""
+            raise DataError(f"loss {loss.name} needs integer class labels 0..C-1, but the "
+                            f"targets of {ds.name} are not whole numbers{example}, so they were "
+                            "read as regression; fix the labels, or use --loss mse for "
+                            "regression")
+        raise ConfigError(f"loss {loss.name} is for regression but dataset {ds.name} has class "
+                          "labels; use --loss cross_entropy")
+    if ds.task != "classification":
+        return loss, int(ds.y_train.shape[1])
+    if not ds.n_classes or ds.n_classes < 2:
+        raise DataError(f"dataset {ds.name} has fewer than two classes; a classifier needs "
+                        "at least two")
+    binary = loss.name == "sigmoid_binary_cross_entropy" and ds.n_classes == 2
+    return loss, 1 if binary else int(ds.n_classes)
+
+
+def build_model(settings: dict, ds) -> tuple[object, object]:
+    """The network the settings describe for dataset ``ds``, and its loss.
+
+    Today a multilayer perceptron: ``ds.n_features`` inputs, the ``hidden`` sizes,
+    and the outputs :func:`loss_and_outputs` asks for, with the settings'
+    activation, initialiser, dropout and batch normalisation. Its size is checked
+    against the memory before anything is allocated (:func:`check_fits_in_memory`).
+    """
+    from .models import mlp
+
+    loss, n_out = loss_and_outputs(settings, ds)
+    sizes = [ds.n_features, *settings_mod.hidden_sizes(settings["hidden"]), n_out]
+    check_fits_in_memory(sizes, settings, ds.x_train.shape[0])
+    model = mlp(sizes, activation=settings["activation"], init=settings["init"],
+                dropout=settings["dropout"], batchnorm=settings["batchnorm"])
+    return model, loss
+
+
+def _memory_bytes() -> int | None:
+    """Physical memory of this machine, or None where the system does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits_in_memory(sizes, settings: dict, n_train: int, limit: int | None = None) -> None:
+    """Refuse an MLP of layer ``sizes`` whose training would not fit in ``limit`` bytes (by
+    default the machine's memory: initial weights are drawn on the host).
+
+    Counted: the parameters four times (weights, gradients and two optimizer moments)
+    plus one step's activations (pre-activation, activation and gradient of every
+    layer for a batch), in the run's dtype.
+    """
+    limit = _memory_bytes() if limit is None else limit
+    itemsize = 8 if settings["dtype"] == "float64" else 4
+    params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+    batch = n_train if settings["batch_size"] == "full" else min(settings["batch_size"],
+                                                                  n_train)
+    need = (4 * params + 3 * batch * sum(sizes)) * itemsize
+    if limit is not None and need > limit:
+        raise ConfigError(f"the model {'-'.join(map(str, sizes))} has {params:,} parameters; "
+                          f"training it needs about {need / 2**30:,.1f} GiB (parameters, "
+                          f"gradients, optimizer state and one batch of activations) but this "
+                          f"machine has {limit / 2**30:,.1f} GiB; use smaller --hidden sizes "
+                          "or a smaller --batch-size")
+
+
+def build_trainer(settings: dict, model, loss, backend, out, ds, *, resume: bool = False,
+                  quiet: bool = False, say=None) -> tuple[object, list]:
+    """The Trainer and its callbacks: progress bar (unless ``quiet``), the metrics loggers and
+    the checkpoint in ``out``, the learning-rate schedule, early stopping and the doctor
+    (its messages go to ``say``)."""
+    from .optim import get_optimizer
+    from .schedules import get_schedule
+    from .train import (
+        CSVLogger,
+        EarlyStopping,
+        JSONLinesLogger,
+        LearningRateScheduler,
+        ModelCheckpoint,
+        ProgressBar,
+        Trainer,
+    )
+
+    s = settings
+    opt = get_optimizer(s["optimizer"], lr=s["lr"], momentum=s["momentum"],
+                        weight_decay=s["weight_decay"] or None, l2=s["l2"],
+                        clip_norm=s["clip_norm"])
+    trainer = Trainer(model, loss, opt, device=backend, seed=s["seed"], dtype=s["dtype"])
+    callbacks = [] if quiet else [ProgressBar()]
+    callbacks += [CSVLogger(out.metrics_csv, append=resume),
+                  JSONLinesLogger(out.metrics_jsonl, append=resume),
+                  ModelCheckpoint(out.checkpoint)]
+    if s["schedule"] != "constant" or s["warmup"]:
+        n_train = math.ceil(ds.x_train.shape[0] * (1 - s["val_split"]))
+        bs = n_train if s["batch_size"] == "full" else min(s["batch_size"], n_train)
+        total = s["epochs"] * math.ceil(n_train / bs)
+        name = "warmup" if s["schedule"] == "constant" else s["schedule"]
+        callbacks.append(LearningRateScheduler(
+            get_schedule(name, opt.lr, total_steps=total, warmup_steps=s["warmup"])))
+    if s["early_stopping"]:
+        callbacks.append(EarlyStopping("val_loss", patience=s["early_stopping"]))
+    if s["doctor"]:
+        from .doctor import Doctor
+
+        callbacks.append(Doctor(out_dir=str(out.path), test_data=(ds.x_test, ds.y_test),
+                                print_fn=say if say is not None else (lambda *_: None)))
+    return trainer, callbacks
+
+
+def check_resumable(path, model, ds, epochs: int, run_path) -> None:
+    """Refuse a damaged checkpoint, or one of another architecture, before the run
+    directory's config.json is rewritten: a mistaken --resume must leave the run resumable.
+    Data of another shape is named as such; a finished run is warned about (more --epochs)."""
+    from .checkpoint import check_architecture, load_checkpoint
+
+    meta = load_checkpoint(path)["meta"]
+    layers = meta["architecture"].get("layers", []) if isinstance(meta.get("architecture"),
+                                                                  dict) else []
+    dense = [la.get("config", {}) for la in layers
+             if isinstance(la, dict) and la.get("type") == "Dense"]
+    if dense and "n_in" in dense[0] and dense[0]["n_in"] != model.n_in:
+        n = dense[0]["n_in"]
+        raise CheckpointError(
+            f"{path} was saved from a different model: it takes {n} input features "
+            f"(n_in={n}) but dataset {ds.name} has {model.n_in} (n_in={model.n_in}); resume "
+            "with the data it was trained on, or start a new run with another --out")
+    if dense and "n_out" in dense[-1] and dense[-1]["n_out"] != model.n_out:
+        n = dense[-1]["n_out"]
+        raise CheckpointError(
+            f"{path} was saved from a different model: it has {n} outputs but dataset "
+            f"{ds.name} needs {model.n_out}; resume with the data and --loss it was trained "
+            "with, or start a new run with another --out")
+    check_architecture(model, meta["architecture"], path)
+    done = meta.get("epoch")
+    if isinstance(done, numbers.Integral) and done >= epochs and meta.get("resume_point") is None:
+        warnings.warn(f"nothing to train: {run_path} has already trained {done} of {epochs} "
+                      f"epochs; pass --epochs N with N > {done} to train further (the model is "
+                      "evaluated and its files rewritten)", stacklevel=2)
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def prepare(p: Plan, out, *, quiet: bool = False, say=None) -> Run:
+    """Load the data, build the model, trainer and callbacks, check a resumed checkpoint, run
+    the learning-rate range test when asked, then write ``config.json``: nothing is written
+    before every check has passed."""
+    from . import data as datamod
+
+    s = p.settings
+    ds = datamod.load(s["dataset"], data_dir=s["data_dir"], seed=s["seed"], quiet=quiet)
+    x_train, x_test = ds.x_train, ds.x_test
+    if s["standardize"]:
+        x_train, x_test = standardize(x_train, x_test)
+    model, loss = build_model(s, ds)
+    resume = p.checkpoint is not None
+    trainer, callbacks = build_trainer(s, model, loss, p.backend, out, ds, resume=resume,
+                                       quiet=quiet, say=say)
+    if resume:
+        check_resumable(p.checkpoint, trainer.model, ds, s["epochs"], out.path)
+    run = Run(p, out, ds, x_train, x_test, model, loss, trainer, callbacks)
+    if s["doctor"]:
+        from .doctor import Doctor
+
+        run.doctor = next((c for c in callbacks if isinstance(c, Doctor)), None)
+    if s["lr_find"] and not resume:
+        run.lr_found = _lr_find(run)
+    out.write_config(p.resolved, extra={"backend": p.backend.describe(), "dataset": repr(ds)})
+    return run
+
+
+def _lr_find(run: Run):
+    """Run the range test on a copy of the model; its rate replaces a default --lr."""
+    from .train.lr_finder import lr_find
+
+    s, resolved = run.plan.settings, run.plan.resolved
+    result = lr_find(run.trainer.model, run.loss, run.x_train, run.dataset.y_train,
+                     optimizer=s["optimizer"], seed=s["seed"],
+                     plot=str(run.out.path / "lr_find.png"))
+    if resolved["lr"]["source"] in ("default", "dataset"):
+        run.trainer.optimizer.lr = float(result.suggestion)
+        resolved["lr"] = {"value": float(result.suggestion), "source": "lr range test"}
+    return result
+
+
+def train(run: Run):
+    """``trainer.fit`` with the run's settings and callbacks; returns the History. The doctor
+    writes its report when training stops on a user error (a diverging run)."""
+    s = run.plan.settings
+    try:
+        with warnings.catch_warnings():
+            # check_resumable says this itself, in terms of --epochs
+            warnings.filterwarnings("ignore", message="nothing to train")
+            return run.trainer.fit(run.x_train, run.dataset.y_train, epochs=s["epochs"],
+                                   batch_size=s["batch_size"], validation_split=s["val_split"],
+                                   callbacks=run.callbacks, resume=run.plan.checkpoint)
+    except USER_ERRORS as exc:
+        if run.doctor is not None:
+            run.doctor.finish(error=exc)
+        raise
+
+
+def save_interrupted(run: Run) -> None:
+    """Checkpoint a run stopped by an interrupt, so that a resume continues at the next step."""
+    from .checkpoint import save_checkpoint
+
+    save_checkpoint(run.out.checkpoint, run.trainer)
+
+
+def finish(run: Run, history, elapsed: float) -> dict:
+    """Evaluate on the test split, write the model (when finite), the curves and
+    ``summary.json``; returns the summary."""
+    from .checkpoint import model_is_finite, save
+
+    trainer, ds, backend = run.trainer, run.dataset, run.plan.backend
+    test = trainer.evaluate(run.x_test, ds.y_test)
+    if model_is_finite(trainer.model):
+        save(trainer.model, run.out.model)
+    history.plot(run.out.curves, title=f"{ds.name} on {backend.label}")
+    metric = "accuracy" if "accuracy" in test else "mae"
+    summary = {"best_epoch": history.best_epoch("val_loss"), "epochs_run": len(history),
+               f"test_{metric}": test[metric], "test_loss": test["loss"],
+               "seconds": round(elapsed, 3), "device": backend.describe()}
+    run.out.write_summary(summary)
+    return summary
