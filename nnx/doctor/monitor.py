@@ -13,10 +13,12 @@ copies it to the host :class:`~nnx.doctor.trace.Trace` in three transfers
 the flush happens every ``flush_every`` steps and at the end of training, so a
 run has only a few host reads per epoch and none inside a step.
 
-Activations are seen by wrapping each activation layer's ``forward`` (an
-instance attribute shadowing the method, removed by :meth:`Monitor.detach`).
-The wrapper returns the layer's own ``(y, backward)`` untouched, so the
-backward closures are exactly the ones the layer built.
+Activations are seen through the model's observation hook: the monitor is an
+:class:`~nnx.layers.Observer` that :meth:`Monitor.attach` adds to the
+``Sequential`` and :meth:`Monitor.detach` removes, so the layers and their
+backward closures are never touched. A model without activation layers (a
+linear model, a stack of custom layers) is not observed at all; its loss and
+gradient norms are recorded all the same.
 
 Usable without the Trainer::
 
@@ -34,13 +36,14 @@ Usable without the Trainer::
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from array_api_compat import is_writeable_array
 
-from ..activations import get_activation
-from ..layers import ActivationLayer, MixedActivation
+from ..layers import Observer
 from .findings import DEAD_MIN_ROWS
-from .trace import ACT_COLUMNS, Trace, UnitLayer, Window
+from .trace import ACT_COLUMNS, Trace, UnitLayer, Window, unit_layers
 
 __all__ = ["Monitor", "DEFAULT_EVERY", "FLUSH_EVERY", "SATURATION_MARGIN", "unit_layers"]
 
@@ -64,63 +67,7 @@ WINDOW_ROWS = DEAD_MIN_ROWS
 #: below 4% (sigmoid) / 2% (tanh) of its maximum, so almost no gradient passes.
 SATURATION_MARGIN = 0.01
 
-_FAMILIES_THAT_SATURATE = ("sigmoid", "tanh")
-
-
-def _can_die(act) -> bool:
-    """True when the derivative is exactly 0 for negative inputs (ReLU-like)."""
-    z = np.array([-0.01, -0.5, -1.0, -3.0, -10.0, -100.0])
-    try:
-        d = np.asarray(act.derivative(z=z, a=act.forward(z)), dtype=np.float64)
-    except Exception:  # a custom derivative that only runs on its own library
-        return False
-    return bool(np.all(d == 0.0))
-
-
-def _saturates(act) -> bool:
-    lo, hi = act.output_range
-    return act.family in _FAMILIES_THAT_SATURATE and np.isfinite(lo) and np.isfinite(hi)
-
-
-def unit_layers(model) -> list[tuple[int, UnitLayer, list]]:
-    """``[(index, UnitLayer, per-unit activations), ...]`` for each activation layer."""
-    out = []
-    owner = None
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer, (ActivationLayer, MixedActivation)):
-            if isinstance(layer, ActivationLayer):
-                acts = [layer.activation]
-                spec = layer.activation.spec
-                n = layer.n_out or 0
-            else:
-                acts = [get_activation(s) for s in layer.per_unit]
-                spec = "mixed:" + ",".join(dict.fromkeys(layer.per_unit))
-                n = layer.n_out
-            out.append((i, spec, acts, n, owner or layer.name, layer))
-        elif "w" in layer.params:
-            owner = layer.name
-    result = []
-    for i, spec, acts, n, own, layer in out:
-        if isinstance(layer, ActivationLayer):
-            n = _width(model, i) or n
-            die = np.full(n, _can_die(acts[0]))
-            sat = np.full(n, _saturates(acts[0]))
-        else:
-            die = np.array([_can_die(a) for a in acts])
-            sat = np.array([_saturates(a) for a in acts])
-        result.append((i, UnitLayer(layer.name, own, spec, n, die, sat), acts))
-    return result
-
-
-def _width(model, index) -> int | None:
-    """Number of units entering layer ``index`` (from the nearest sized layer before it)."""
-    for layer in reversed(model.layers[:index]):
-        if layer.n_out is not None:
-            return layer.n_out
-    return None
-
-
-class Monitor:
+class Monitor(Observer):
     """Device-side training statistics for a :class:`~nnx.layers.Sequential` model.
 
     Parameters
@@ -143,30 +90,27 @@ class Monitor:
     # --- attaching ------------------------------------------------------
 
     def attach(self, model) -> Monitor:
-        """Start monitoring ``model`` (initialised): wrap its activation layers."""
+        """Start monitoring ``model`` (initialised): observe its activation layers."""
         if self.model is not None:
             self.detach()
         self.model = model
         self.backend = model.backend
         self.xp = model.backend.xp
         self.dtype = model.backend.dtype(model.dtype)
-        self._units = unit_layers(model)
+        # activations are seen through the Sequential observation hook, when there is one
+        self._units = unit_layers(model) if hasattr(model, "add_observer") else []
         # weight matrices only: biases and BatchNorm scales say little and would double
         # the cost of a sampled step
-        self._param_owners = [(la, k) for la in model.layers for k, p in la.params.items()
-                              if p.ndim >= 2]
+        self._param_owners = [(la, k) for la in getattr(model, "layers", ())
+                              for k, p in la.params.items() if p.ndim >= 2]
         params = [(la.name, k) for la, k in self._param_owners]
         self._zero = self.xp.zeros((), dtype=self.dtype, device=self.backend.device)
         self.trace = Trace()
         self.trace.start([u for _, u, _ in self._units], params)
-        self._wrapped = []
-        self._bounds = []
-        for pos, (i, unit, acts) in enumerate(self._units):
-            self._bounds.append(self._device_bounds(unit, acts))
-            layer = model.layers[i]
-            previous = layer.__dict__.get("forward")
-            layer.forward = self._wrap(layer, pos)
-            self._wrapped.append((layer, previous))
+        self._bounds = [self._device_bounds(unit, acts) for _, unit, acts in self._units]
+        self._position = {i: pos for pos, (i, _, _) in enumerate(self._units)}
+        if self._units:
+            model.add_observer(self)
         self._sampling = True
         self._first_step = None
         self._layer_stats = [None] * len(self._units)
@@ -183,13 +127,9 @@ class Monitor:
         return self
 
     def detach(self) -> None:
-        """Remove the forward wrappers; the model is left exactly as it was."""
-        for layer, previous in getattr(self, "_wrapped", []):
-            if previous is None:
-                layer.__dict__.pop("forward", None)
-            else:
-                layer.forward = previous
-        self._wrapped = []
+        """Stop observing; the model is left exactly as it was."""
+        if self.model is not None and hasattr(self.model, "remove_observer"):
+            self.model.remove_observer(self)
         self.model = None
 
     def _device_bounds(self, unit: UnitLayer, acts):
@@ -207,36 +147,39 @@ class Monitor:
         dev = self.backend
         return dev.asarray(lo, self.model.dtype), dev.asarray(hi, self.model.dtype)
 
-    def _wrap(self, layer, pos):
-        original = layer.forward
-
-        def forward(x, *, train=False):
-            y, backward = original(x, train=train)
-            if train and self._sampling:
+    def on_forward(self, index, layer, x, y, *, train) -> None:
+        """Observer hook: record an activation layer's ``z`` and ``a`` on sampled steps."""
+        if train and self._sampling:
+            pos = self._position.get(index)
+            if pos is not None:
                 self._record_activation(pos, x, y)
-            return y, backward  # the layer's own closure, untouched
-
-        forward.__wrapped__ = original
-        return forward
 
     # --- recording (device only) ------------------------------------------
 
     def _record_activation(self, pos, z, a) -> None:
         xp = self.xp
         unit = self._units[pos][1]
-        rows, n = z.shape[0], z.shape[-1]
-        self._elements[pos] = rows * n
+        rows, size = z.shape[0], math.prod(z.shape)
+        self._elements[pos] = size
         # sums and sums of squares (dot products: no temporaries); the host turns
         # them into means and standard deviations
         zf, af = xp.reshape(z, (-1,)), xp.reshape(a, (-1,))
         parts = [xp.sum(zf), xp.vecdot(zf, zf), xp.sum(af), xp.vecdot(af, af)]
-        if unit.can_die.any():
-            active = xp.sum(xp.astype(z > 0, z.dtype), axis=0)  # (n,) rows with unit on
+        # per-unit counts over every axis but the last, in examples: each position of a
+        # feature map (batch, h, w, channels) counts as 1/(h*w) of its example. Only where
+        # the last axis holds the units the trace was set up for.
+        per_unit = z.ndim >= 2 and z.shape[-1] == unit.n
+        axes = tuple(range(z.ndim - 1))
+        positions = size // (rows * unit.n) if per_unit else 1
+        if per_unit and unit.can_die.any():
+            active = xp.sum(xp.astype(z > 0, z.dtype), axis=axes)  # (n,) rows with unit on
+            active = active if positions == 1 else active / positions
             self._active[pos] = active if self._active[pos] is None else self._active[pos] + active
         bounds = self._bounds[pos]
-        if bounds is not None:
+        if per_unit and bounds is not None:
             lo, hi = bounds
-            sat = xp.sum(xp.astype((a <= lo) | (a >= hi), z.dtype), axis=0)
+            sat = xp.sum(xp.astype((a <= lo) | (a >= hi), z.dtype), axis=axes)
+            sat = sat if positions == 1 else sat / positions
             self._saturated[pos] = sat if self._saturated[pos] is None else (
                 self._saturated[pos] + sat)
             parts.append(xp.sum(sat) / (rows * int(unit.saturates.sum())))
@@ -333,7 +276,7 @@ class Monitor:
             host = to_numpy(xp.stack([v for _, _, v, _ in self._pending_samples]))
             host = np.asarray(host, dtype=np.float64)
             n_l, n_p, k = len(self._units), len(self.trace.params), len(ACT_COLUMNS)
-            act = host[:, :n_l * k].reshape(-1, n_l, k)
+            act = host[:, :n_l * k].reshape(host.shape[0], n_l, k)
             rest = host[:, n_l * k:]
             self._moments(act, np.array([e for *_, e in self._pending_samples], dtype=np.float64))
             for li, unit in enumerate(self.trace.layers):

@@ -1,7 +1,8 @@
 """The host-side record of a monitored run: what the detectors and the report read.
 
 The :class:`~nnx.doctor.monitor.Monitor` fills a :class:`Trace` a few times per
-epoch from device-side accumulators. Everything here is NumPy on the host.
+epoch from device-side accumulators; :func:`unit_layers` says which layers of a
+model it watches. Everything here is NumPy on the host.
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ..activations import get_activation
+from ..layers import ActivationLayer, MixedActivation
+from ..layers.images import infer_shapes
 
 #: columns of ``Trace.act`` (one row per sampled step and monitored layer)
 ACT_COLUMNS = ("z_mean", "z_std", "a_mean", "a_std", "saturated")
@@ -40,6 +45,66 @@ class UnitLayer:
     @property
     def label(self) -> str:
         return f"{self.owner} ({self.activation})"
+
+
+_FAMILIES_THAT_SATURATE = ("sigmoid", "tanh")
+
+
+def _can_die(act) -> bool:
+    """True when the derivative is exactly 0 for negative inputs (ReLU-like)."""
+    z = np.array([-0.01, -0.5, -1.0, -3.0, -10.0, -100.0])
+    try:
+        d = np.asarray(act.derivative(z=z, a=act.forward(z)), dtype=np.float64)
+    except Exception:  # a custom derivative that only runs on its own library
+        return False
+    return bool(np.all(d == 0.0))
+
+
+def _saturates(act) -> bool:
+    lo, hi = act.output_range
+    return act.family in _FAMILIES_THAT_SATURATE and np.isfinite(lo) and np.isfinite(hi)
+
+
+def unit_layers(model) -> list[tuple[int, UnitLayer, list]]:
+    """``[(index, UnitLayer, per-unit activations), ...]`` for each activation layer."""
+    out = []
+    owner = None
+    for i, layer in enumerate(getattr(model, "layers", ())):
+        if isinstance(layer, (ActivationLayer, MixedActivation)):
+            if isinstance(layer, ActivationLayer):
+                acts = [layer.activation]
+                spec = layer.activation.spec
+                n = layer.n_out or 0
+            else:
+                acts = [get_activation(s) for s in layer.per_unit]
+                spec = "mixed:" + ",".join(dict.fromkeys(layer.per_unit))
+                n = layer.n_out
+            out.append((i, spec, acts, n, owner or layer.name, layer))
+        elif "w" in layer.params:
+            owner = layer.name
+    result = []
+    for i, spec, acts, n, own, layer in out:
+        if isinstance(layer, ActivationLayer):
+            n = _width(model, i) or n
+            die = np.full(n, _can_die(acts[0]))
+            sat = np.full(n, _saturates(acts[0]))
+        else:
+            die = np.array([_can_die(a) for a in acts])
+            sat = np.array([_saturates(a) for a in acts])
+        result.append((i, UnitLayer(layer.name, own, spec, n, die, sat), acts))
+    return result
+
+
+def _width(model, index) -> int | None:
+    """Number of units entering layer ``index``: the channels of an image model's feature
+    maps there, else the size of the nearest sized layer before it."""
+    if getattr(model, "input_shape", None) is not None:  # shapes checked when it was built
+        shapes = [tuple(model.input_shape), *infer_shapes(model.layers, model.input_shape)]
+        return int(shapes[index][-1])
+    for layer in reversed(model.layers[:index]):
+        if layer.n_out is not None:
+            return layer.n_out
+    return None
 
 
 @dataclass
