@@ -164,8 +164,9 @@ LAYERS = (
     ("nnx package", ("nnx",)),
     ("doctor", ("nnx.doctor", "nnx.doctor.*")),
     ("export, sklearn", ("nnx.export", "nnx.export.*", "nnx.sklearn", "nnx.sklearn.*")),
-    ("build", ("nnx.build", "nnx.build.*")),
+    # settings validate and normalise; build turns validated settings into objects
     ("settings", ("nnx.config", "nnx.settings", "nnx.settings.*")),
+    ("build", ("nnx.build", "nnx.build.*")),
     ("cli", ("nnx.cli", "nnx.__main__")),
 )
 
