@@ -5,6 +5,7 @@
     python scripts/bench.py --quick         # 12,000 samples, 2 epochs, under two minutes
     python scripts/bench.py --device cuda   # nnx on CuPy and torch:cuda, PyTorch CUDA
     python scripts/bench.py --native-blas   # let OpenBLAS pick its kernel (see below)
+    mpiexec -n 2 python scripts/bench.py --distributed   # data-parallel (bench_dist.py)
 
 Workload (float32): 784-512-256-10 ReLU MLP, softmax cross-entropy, on
 synthetic MNIST-like data (81% zero pixels, the rest in [0, 1]; 10 classes from
@@ -38,6 +39,13 @@ if "--native-blas" in sys.argv[1:] and any(k in os.environ for k in _FORCED):
     env["NNX_BENCH_UNSET"] = ",".join(f"{k}={os.environ[k]}" for k in _FORCED
                                       if k in os.environ)
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+if __name__ == "__main__" and "--distributed" in sys.argv[1:]:
+    # mpiexec -n K python scripts/bench.py --distributed: data-parallel (scripts/bench_dist.py)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_dist import main as _distributed
+
+    sys.exit(_distributed(sys.argv[1:]))
 
 # Idle OpenMP threads of PyTorch would otherwise spin on the cores NumPy's BLAS
 # needs next: interleaved timings on a small machine would measure that fight.

@@ -119,6 +119,44 @@ def test_several_ranks_without_mpi4py_is_one_clear_error():
     assert "pip install 'nnx-trainer[mpi]'" in proc.stdout
 
 
+def test_nccl_without_cupy_says_what_to_install(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed: the GPU tests cover NCCL")
+    out = tmp_path / "out.json"
+    proc = mpirun(2, "gpu_engine", out)
+    assert proc.returncode == 0, proc.stderr
+    r = _json(out)
+    assert r["error"] == "BackendUnavailable"
+    assert r["message"].startswith("NCCL between GPUs goes through CuPy, which is not installed")
+
+
+@pytest.mark.gpu
+def test_nccl_between_the_gpus_of_this_host(tmp_path):
+    pytest.importorskip("cupy", reason="NCCL goes through CuPy")
+    from nnx.distributed.nccl import gpu_count
+
+    gpus = gpu_count()
+    if gpus == 0:
+        pytest.skip("CuPy sees no GPU")
+    out = tmp_path / "out.json"
+    ranks = min(gpus, 2)
+    proc = mpirun(ranks, "gpu_engine", out)
+    assert proc.returncode == 0, proc.stderr
+    r = _json(out)
+    if r.get("error") == "BackendUnavailable" and "NCCL is not available" in r["message"]:
+        pytest.skip(r["message"])
+    assert r.get("error") is None, r
+    assert r["sum"] == [sum(range(1, ranks + 1))] * 6 and r["broadcast"] == [0.0, 1.0, 2.0]
+    assert r["device"] == "cuda:0" and r["describe"].startswith("NCCL ")
+    # more ranks than GPUs on the host: one clear error, before any NCCL set-up
+    proc = mpirun(gpus + 1, "gpu_engine", out)
+    r = _json(out)
+    assert r["error"] == "DistributedError", r
+    assert r["message"].startswith(f"{gpus + 1} ranks run on this host but it has {gpus} GPU")
+
+
 def test_one_process_needs_no_mpi():
     from nnx.distributed import SingleProcess, connect, launched_size
 
@@ -126,3 +164,155 @@ def test_one_process_needs_no_mpi():
     comm = connect("auto", "cpu")
     assert isinstance(comm, SingleProcess) and (comm.rank, comm.size) == (0, 1)
     assert isinstance(connect("off", "cuda"), SingleProcess)
+
+
+# --- K ranks give the parameters of one process ----------------------------------
+
+sys.path.insert(0, str(ROOT / "tests"))
+import mpi_worker as worker  # noqa: E402
+
+#: optimizer:dtype:dropout[:bn] — every one with an uneven last batch (203 = 6 x 32 + 11)
+CASES = ["sgdm:float32:0", "sgdm:float64:0", "adam:float32:0", "adam:float64:0",
+         "sgdm:float32:0.3", "adam:float64:0.3", "sgdm:float64:0:bn"]
+TOLERANCE = {"float32": 1e-6, "float64": 1e-12}
+
+
+class RankMasks:
+    """Build a Dropout whose mask for row ``i`` of a batch comes from the stream that rank
+    ``i % ranks`` uses in a data-parallel run (rank ``r`` holds rows ``r, r + K, ...``):
+    one process then draws exactly the masks of the K ranks."""
+
+    def __new__(cls, p, ranks, seed, index):
+        import nnx
+        from nnx.distributed.parallel import rank_seed
+
+        class Interleaved(nnx.Dropout):
+            builtin = True  # its masks are random: no finite-difference check
+
+            def init(self, backend, rng, dtype="float32"):
+                super().init(backend, rng, dtype)
+                self.streams = [backend.device_rng(rank_seed(seed, r, index))
+                                for r in range(ranks)]
+
+            def forward(self, x, *, train=False):
+                if not train:
+                    return x, lambda dy: dy
+                xp, keep = self.backend.xp, 1.0 - self.p
+                u = xp.zeros(x.shape, dtype=x.dtype)
+                for r, stream in enumerate(self.streams):
+                    u[r::ranks, ...] = stream.uniform(u[r::ranks, ...].shape, x.dtype)
+                mask = xp.astype(u < keep, x.dtype) * (1.0 / keep)
+                return x * mask, lambda dy: dy * mask
+
+        return Interleaved(p)
+
+
+def reference(case, ranks=2):
+    """The single-process run of ``case`` (with the K ranks' dropout masks)."""
+    import nnx
+
+    opt, dtype, dropout, *bn = case.split(":")
+    model = worker.small_model(float(dropout), bool(bn))
+    if float(dropout):
+        model = nnx.Sequential([RankMasks(la.p, ranks, 0, i) if isinstance(la, nnx.Dropout)
+                                else la for i, la in enumerate(model.layers)])
+    x, y = worker.problem()
+    t = nnx.Trainer(model, "cross_entropy", worker.optimizer(opt), seed=0, dtype=dtype)
+    t.fit(x, y, epochs=worker.EPOCHS, batch_size=worker.BATCH,
+          validation_data=worker.problem(1))
+    return t
+
+
+def _largest_difference(weights, saved, name) -> float:
+    return max(float(abs(v - saved[f"{name}/{k}"]).max()) for k, v in weights.items())
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    import numpy as np
+
+    out = tmp_path_factory.mktemp("k2") / "weights.npz"
+    proc = mpirun(2, "train_cases", out, *CASES)
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out) as z:
+        return dict(z)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_two_ranks_train_the_parameters_of_one_process(two_ranks, case):
+    dtype = case.split(":")[1]
+    one = reference(case)
+    name = worker.case_name(*case.split(":")[:3], batchnorm=case.endswith(":bn"))
+    assert _largest_difference(one.model.get_weights(), two_ranks, name) <= TOLERANCE[dtype]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        logged = two_ranks[f"{name}/log/{key}"]
+        assert abs(logged - one.history.history[key]).max() <= 10 * TOLERANCE[dtype], key
+
+
+def test_the_equality_test_catches_planted_mistakes(tmp_path):
+    import numpy as np
+
+    out = tmp_path / "controls.npz"
+    proc = mpirun(2, "controls", out)
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out) as z:
+        saved = dict(z)
+    good = reference("sgdm:float64:0").model.get_weights()
+    # rank 1 seeded differently still trains rank 0's model: the broadcast
+    assert _largest_difference(good, saved, "seeded_per_rank") <= 1e-12
+    for mistake in ("no_broadcast", "mean_of_means", "no_average"):
+        assert _largest_difference(good, saved, mistake) > 1e-4, mistake
+
+
+def test_three_ranks_with_shares_of_four_four_and_three(tmp_path):
+    import numpy as np
+
+    out = tmp_path / "k3.npz"
+    proc = mpirun(3, "train_cases", out, "adam:float64:0")
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out) as z:
+        saved = dict(z)
+    one = reference("adam:float64:0", ranks=3)
+    assert _largest_difference(one.model.get_weights(), saved, "adam-float64-d0") <= 1e-12
+
+
+def test_resume_under_mpiexec_is_bitwise_and_needs_the_same_count(tmp_path):
+    import nnx
+
+    out, ckpt = tmp_path / "resume.json", tmp_path / "checkpoint.npz"
+    proc = mpirun(2, "resume", out, ckpt)
+    assert proc.returncode == 0, proc.stderr
+    r = _json(out)
+    # rank 1 alone asked to stop after step 9: both ranks stopped after the same step
+    assert r["stopped"] == [[11, 4], [11, 4]]
+    assert r["bitwise"] is True and r["max_diff"] == 0.0 and r["logs_equal"] is True
+    proc = mpirun(3, "resume_other_count", out, ckpt)
+    assert proc.returncode == 0, proc.stderr
+    assert _json(out)["error"].startswith(f"{ckpt} was written by a run on 2 rank(s), this one "
+                                          "has 3; resume it with the same count (mpiexec -n 2")
+    x, y = worker.problem()
+    alone = nnx.Trainer(worker.small_model(0.2), "cross_entropy", worker.optimizer("adam"))
+    with pytest.raises(nnx.CheckpointError, match="this one has 1; resume it with the same"):
+        alone.fit(x, y, epochs=worker.EPOCHS, batch_size=worker.BATCH, resume=ckpt)
+
+
+@pytest.mark.parametrize("mode", ["raise", "kill"])
+def test_a_failing_rank_stops_training_and_the_last_checkpoint_loads(tmp_path, mode):
+    import nnx
+
+    out, ckpt = tmp_path / "out.json", tmp_path / "checkpoint.npz"
+    start = time.monotonic()
+    proc = mpirun(2, "train_fault", out, ckpt, mode)
+    took = time.monotonic() - start
+    assert proc.returncode != 0 and took < 30, proc.stderr
+    if mode == "raise":
+        r = _json(out)
+        assert r["rank"] == 1 and r["after"] < 5
+        # rank 0 was at most one step further when it heard
+        assert r["error"] in [f"rank 1 of 2 stopped at step {s} (epoch 3): ValueError: a fault "
+                              "planted at step 16" for s in (16,)], r["error"]
+        assert "ValueError: a fault planted at step 16" in proc.stderr  # rank 1's own report
+    else:
+        assert "EXIT CODE: 9" in proc.stdout + proc.stderr
+    state = nnx.load_checkpoint(ckpt)  # the last good checkpoint: after epoch 2
+    assert state["meta"]["epoch"] == 2 and state["meta"]["world_size"] == 2

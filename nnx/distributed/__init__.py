@@ -18,8 +18,9 @@ import os
 
 from ..errors import ConfigError, DistributedError
 from .comm import Communicator, Member, SingleProcess
+from .parallel import DataParallel
 
-__all__ = ["Communicator", "SingleProcess", "Member", "connect", "launched_size",
+__all__ = ["Communicator", "SingleProcess", "Member", "DataParallel", "connect", "launched_size",
            "device_for_rank", "ENGINES"]
 
 ENGINES = ("auto", "off", "mpi", "nccl")

@@ -18,6 +18,13 @@ __all__ = ["NCCLCommunicator", "nccl", "gpu_count"]
 
 def nccl():
     """CuPy's NCCL module, or BackendUnavailable saying how to get it."""
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is None:
+        raise BackendUnavailable(
+            "NCCL between GPUs goes through CuPy, which is not installed; install "
+            "cupy-cuda12x or cupy-cuda13x (pip install 'nnx-trainer[cuda12]'), or train on the "
+            "CPU over MPI (--device cpu)")
     try:
         from cupy.cuda import nccl as module
 

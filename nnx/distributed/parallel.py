@@ -31,7 +31,7 @@ import zlib
 
 import numpy as np
 
-from ..errors import CheckpointError, DistributedError
+from ..errors import CheckpointError, ConfigError, DistributedError
 from .comm import Communicator
 
 __all__ = ["DataParallel", "BatchSync", "rank_seed"]
@@ -72,12 +72,40 @@ class DataParallel:
     """
 
     def __init__(self, comm: Communicator, *, sync_batchnorm: bool = False) -> None:
+        if not isinstance(sync_batchnorm, bool):
+            raise ConfigError(f"sync_batchnorm must be True or False, got {sync_batchnorm!r}")
         self.comm = comm
         self.rank, self.size = comm.rank, comm.size
         self.sync_batchnorm = bool(sync_batchnorm)
         self.syncs: list[BatchSync] = []
         self.rank_rngs: list | None = None  # every rank's dropout states, at the last gather
         self._layout: list | None = None
+        #: set by each step's all-reduce: some rank asked to stop (Ctrl-C, SIGTERM)
+        self.stop = False
+        #: seconds spent in, and number of, the gradient all-reduces (for benchmarks)
+        self.reduce_seconds, self.reduce_count = 0.0, 0
+
+    @property
+    def is_root(self) -> bool:
+        """True on rank 0, the rank that prints and writes files (always, for one process)."""
+        return self.rank == 0
+
+    def stopping(self, requested: bool) -> bool:
+        """Whether training stops after this step: the local request, or with several ranks
+        every rank's requests as summed by the step's all-reduce (all stop at one step)."""
+        return self.stop if self.active else requested
+
+    @property
+    def share_of_batches(self) -> tuple[int, int]:
+        """``(rank, size)``: which rows of each global batch this rank takes."""
+        return self.rank, self.size
+
+    def local_callbacks(self, callbacks) -> list:
+        """The callbacks this rank runs: all on rank 0; elsewhere those not ``rank0_only``
+        (progress bars, loggers, checkpoints: what prints or writes)."""
+        if self.rank == 0:
+            return list(callbacks)
+        return [cb for cb in callbacks if not getattr(cb, "rank0_only", False)]
 
     @property
     def active(self) -> bool:
@@ -158,16 +186,23 @@ class DataParallel:
         """Every rank must train on the same examples: compare sizes and checksums."""
         if not self.active:
             return
+        last = trainer.n_train - (trainer.steps_per_epoch - 1) * trainer.batch_size
+        if self.syncs and min(last, trainer.batch_size) < self.size:
+            raise ConfigError(
+                f"with sync_batchnorm every batch needs at least one example per rank, but the "
+                f"last batch of {trainer.n_train} examples in batches of {trainer.batch_size} "
+                f"has {last} for {self.size} ranks; change the batch size")
         mine = {"n": int(x.shape[0]), "batch_size": trainer.batch_size, "x": _crc(x),
-                "y": _crc(y), "seed": trainer.seed}
+                "y": _crc(y)}
         every = self.comm.allgather_object(mine)
         for r, theirs in enumerate(every):
             diff = [k for k in mine if theirs[k] != every[0][k]]
             if diff:
                 raise DistributedError(
                     f"rank {r} has other training data than rank 0 ({', '.join(diff)} differ); "
-                    "every rank passes the whole training set, with the same seed and batch "
-                    "size, and takes its share of each batch itself")
+                    "every rank passes the whole training set (split the same way: the same "
+                    "seed for validation_split) and the same batch size, and takes its share "
+                    "of each batch itself")
 
     # --- steps ------------------------------------------------------------------
 
@@ -180,6 +215,44 @@ class DataParallel:
         for sync in self.syncs:
             sync.count = m
         return lo + self.rank, count, count / m
+
+    def loss_weight(self, mine: int, m: int) -> float:
+        """The factor of this rank's loss gradient: its ``mine`` examples of the global
+        batch's ``m``, so that the summed gradients are those of the global mean."""
+        return mine / m
+
+    def forward_backward(self, trainer, xb, yb, run, b):
+        """This rank's forward and backward pass on its rows ``xb``, ``yb`` of global batch
+        ``b``, then the gradients summed over the ranks.
+
+        Returns ``(output, value, total)``: this rank's outputs (None when the rank has
+        no row in this batch) and mean loss, and the loss summed over the global batch
+        (0-d, the same on every rank: what the non-finite checks look at).
+        """
+        import time
+
+        backend = trainer.backend
+        xp = backend.xp
+        lo, hi = run.batches.span(b)
+        m, mine = hi - lo, xb.shape[0]
+        for sync in self.syncs:
+            sync.count = m
+        self.comm.position = f"at step {trainer.step} (epoch {run.epoch + 1})"
+        zero = xp.zeros((), dtype=backend.dtype(trainer.dtype), device=backend.device)
+        value, out = zero, None
+        if mine:
+            out, backward = trainer.model.forward(xb, train=True)
+            value, dout = trainer.loss(out, yb)
+            # the gradient of the global batch's mean: this rank's share of it
+            backward(dout * self.loss_weight(mine, m), need_dx=False)
+        flag = xp.asarray(1.0 if trainer._interrupt else 0.0, dtype=zero.dtype,
+                          device=backend.device)
+        start = time.perf_counter()
+        total, stops = self.reduce_gradients(trainer.model, backend, [value * mine, flag])
+        self.stop = bool(stops > 0)  # a host read: all ranks stop after the same step
+        self.reduce_seconds += time.perf_counter() - start
+        self.reduce_count += 1
+        return out, value, total
 
     def _grad_layout(self, model):
         entries = [(grads, k) for _, _, grads in model.parameters() for k in sorted(grads)]
@@ -225,11 +298,13 @@ class DataParallel:
                                               dtype=old.dtype, device=_device(old))
         sums.seen = int(totals[-1])
 
-    def epoch_end(self, trainer) -> None:
-        """One model at logging points: rank 0's BatchNorm running statistics everywhere
-        (local statistics only), and every rank's dropout states gathered for checkpoints."""
+    def logging_point(self, trainer, sums) -> None:
+        """Where every rank reads the same numbers: the metric ``sums`` all-reduced, rank 0's
+        BatchNorm running statistics everywhere (with local statistics), and every rank's
+        dropout states gathered for checkpoints."""
         if not self.active:
             return
+        self.reduce_sums(sums)
         model = trainer.model
         if not self.sync_batchnorm:
             buffers = [(la.state, k) for la in model.layers for k in sorted(la.state)]
@@ -248,15 +323,19 @@ class DataParallel:
             meta["rank_device_rngs"] = self.rank_rngs
         return meta
 
-    def restore(self, trainer, meta: dict, path) -> None:
-        """After a checkpoint was loaded on every rank: refuse another rank count, restore
-        this rank's dropout streams, and start again from rank 0's state."""
-        saved = int(meta.get("world_size", 1))
+    def check_resume(self, state, source) -> None:
+        """Refuse a state saved by a run on another number of ranks (before anything changes)."""
+        meta = state.get("meta") if isinstance(state, dict) else None
+        saved = meta.get("world_size", 1) if isinstance(meta, dict) else 1
         if saved != self.size:
             raise CheckpointError(
-                f"{path} was written by a run on {saved} rank(s), this one has {self.size}; "
-                f"resume it with the same count (mpiexec -n {saved} ...). The batch split, the "
-                "dropout streams and the batch statistics depend on the number of ranks")
+                f"{source} was written by a run on {saved} rank(s), this one has {self.size}; "
+                f"resume it with the same count (mpiexec -n {saved} ...): the batch split, "
+                "the dropout streams and the batch statistics depend on the number of ranks")
+
+    def restore(self, trainer, meta: dict) -> None:
+        """After a state was loaded on every rank: this rank's dropout streams, then rank 0's
+        parameters, optimizer state and shuffle generator everywhere."""
         if not self.active:
             return
         streams = meta.get("rank_device_rngs")

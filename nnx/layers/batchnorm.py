@@ -19,7 +19,9 @@ class BatchNorm(Layer):
     variance, as PyTorch does). Evaluation uses the running statistics.
     ``x`` and ``y`` are ``(batch, n)``, or images ``(batch, height, width, n)``:
     then each channel is normalised with statistics over batch, height and width
-    (as PyTorch's BatchNorm2d).
+    (as PyTorch's BatchNorm2d). In data-parallel training with ``sync_batchnorm``,
+    ``layer.sync`` (set by :mod:`nnx.distributed`) sums the statistics and their
+    gradients over every rank's rows, so they are those of the global batch.
     """
 
     batch_dependent = True
@@ -65,10 +67,17 @@ class BatchNorm(Layer):
 
             return gamma * xhat + beta, backward_eval
 
-        m = math.prod(x.shape[:-1])
-        mean = xp.mean(x, axis=axes)
-        xc = x - mean
-        var = xp.mean(xc * xc, axis=axes)
+        sync = getattr(self, "sync", None)  # data-parallel: statistics over every rank's rows
+        if sync is None:
+            m = math.prod(x.shape[:-1])
+            mean = xp.mean(x, axis=axes)
+            xc = x - mean
+            var = xp.mean(xc * xc, axis=axes)
+        else:  # sums of every rank; the global batch has sync.count examples
+            m = sync.count * math.prod(x.shape[1:-1])
+            mean = sync.sum(xp.sum(x, axis=axes)) / m
+            xc = x - mean
+            var = sync.sum(xp.sum(xc * xc, axis=axes)) / m
         inv = 1.0 / xp.sqrt(var + self.eps)
         xhat = xc * inv
         mom = self.momentum
@@ -82,6 +91,9 @@ class BatchNorm(Layer):
             dbeta = xp.sum(dy, axis=axes)
             self.grads["gamma"] += dgamma
             self.grads["beta"] += dbeta
+            if sync is not None:  # dx needs the sums over the global batch
+                both = sync.sum(xp.concat([dbeta, dgamma]))
+                dbeta, dgamma = both[:self.n_in], both[self.n_in:]
             return (gamma * inv / m) * (m * dy - dbeta - xhat * dgamma)
 
         return gamma * xhat + beta, backward

@@ -48,12 +48,14 @@ class Batches:
     ``x`` ``(n, ...)`` and ``y`` are the device data, ``labels`` ``(n,)`` the
     integer labels used for accuracy (classification; may be ``y`` itself) or
     None. The last batch may be smaller; ``len()`` counts the batches and
-    :meth:`batch` gathers one.
+    :meth:`batch` gathers one. ``share=(r, k)``: process ``r`` of ``k`` takes rows
+    ``r, r + k, r + 2k, ...`` of each batch (data-parallel training).
     """
 
-    def __init__(self, x, y, labels, batch_size: int, order=None) -> None:
+    def __init__(self, x, y, labels, batch_size: int, order=None, share=(0, 1)) -> None:
         self.x, self.y, self.labels = x, y, labels
         self.n, self.size, self.order = x.shape[0], batch_size, order
+        self.rank, self.ranks = share
         self.full = batch_size >= self.n
         self._labels_are_y = labels is y
         self._xp = array_namespace(x)
@@ -68,13 +70,16 @@ class Batches:
 
     def batch(self, b: int):
         """Device batch ``b``: ``(x, y, labels)``; labels None for regression."""
-        if self.full:
+        if self.full and self.ranks == 1:
             return self.x, self.y, self.labels
         lo, hi = self.span(b)
-        idx, xp = None if self.order is None else self.order[lo:hi], self._xp
+        step = None
+        if self.ranks > 1:  # this process's rows: every ranks-th one from lo + rank
+            lo, step = min(lo + self.rank, hi), self.ranks
+        idx, xp = None if self.order is None else self.order[lo:hi:step], self._xp
 
         def pick(a):
-            return a[lo:hi, ...] if idx is None else xp.take(a, idx, axis=0)
+            return a[lo:hi:step, ...] if idx is None else xp.take(a, idx, axis=0)
 
         xb, yb = pick(self.x), pick(self.y)
         if self._labels_are_y:

@@ -120,6 +120,8 @@ class ModelCheckpoint(Callback):
     """
 
     epoch_end_last = True
+    #: with several ranks, only rank 0 runs it (it writes files)
+    rank0_only = True
 
     def __init__(self, path, monitor: str = "val_loss", save_best_only: bool = False,
                  mode: str = "auto") -> None:

@@ -20,12 +20,17 @@ __all__ = ["ProgressBar", "CSVLogger", "JSONLinesLogger"]
 class ProgressBar(Callback):
     """Progress on ``stream`` (stderr): steps, samples/s and the running loss, per epoch.
 
+    With several ranks only rank 0 draws it; its running loss is rank 0's rows.
+
     On a terminal the line is redrawn in place every ``refresh`` seconds of
     wall-clock time (or every ``every`` steps, if given); each redraw reads the
     running loss from the device once, never more often. Elsewhere (a log
     file, a pipe) and with ``quiet=True`` it writes one line per epoch and reads
     nothing inside the epoch.
     """
+
+    #: with several ranks, only rank 0 runs it (it prints)
+    rank0_only = True
 
     def __init__(self, refresh: float = 0.5, stream=None, width: int = 24, *,
                  every: int | None = None, quiet: bool = False) -> None:
@@ -77,7 +82,10 @@ class _FileLogger(Callback):
     ``append=False`` starts a new file. ``append=True`` keeps the file; when the
     trainer resumed from a checkpoint, records of epochs after the checkpoint's
     (written before an interruption) are dropped first, so no epoch appears twice.
+    With several ranks only rank 0 writes.
     """
+
+    rank0_only = True
 
     def __init__(self, path, append: bool = False) -> None:
         self.path, self.append = os.fspath(path), append

@@ -134,13 +134,16 @@ class RaiseOnNonFinite(NonFiniteMode):
     name = "raise"
 
     def __init__(self, trainer, epoch: int, batch: int, batch_of) -> None:
-        self.snapshot = Snapshot(trainer, batch)
+        # ranks would replay their own rows apart, without the gradients' sum: no replay
+        single = getattr(trainer, "parallel", None) is None or not trainer.parallel.active
+        self.snapshot = Snapshot(trainer, batch) if single else None
         self.epoch, self.batch_of = epoch, batch_of
         b = trainer.backend
         self.first_bad = b.xp.full((), NO_STEP, dtype=b.xp.int64, device=b.device)
 
     def before_update(self, lr):
-        self.snapshot.lrs.append(lr)
+        if self.snapshot is not None:
+            self.snapshot.lrs.append(lr)
 
     def after_update(self, value, step):
         xp = array_namespace(value)
@@ -165,7 +168,7 @@ class RaiseOnNonFinite(NonFiniteMode):
         """
         last = trainer.step - 1 if step == NO_STEP else step
         blame = None
-        if self.snapshot.step <= last:
+        if self.snapshot is not None and self.snapshot.step <= last:
             blame = replay(trainer, self.snapshot, last, self.batch_of, trainer.steps_per_epoch)
         if blame is None:
             blame = _unreplayed(trainer, step, last)

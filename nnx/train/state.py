@@ -54,7 +54,7 @@ def trainer_state(trainer, pending: dict | None = None) -> dict:
                             if getattr(la, "rng", None) is not None},
             "history": trainer.history.to_dict(), "backend": model.backend.label,
             "seed": trainer.seed, "n_train": int(trainer.n_train),
-            "batch_size": int(trainer.batch_size)}
+            "batch_size": int(trainer.batch_size), **trainer.parallel.checkpoint_meta()}
     if point is not None:
         meta.update(epoch=int(point["epoch"]), rng=point["epoch_rng"],
                     resume_point={k: point[k] for k in ("batch", "seen", "sums")})

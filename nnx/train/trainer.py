@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from .. import backends
 from ..checkpoint import load_checkpoint
 from ..data.prepare import split_validation
+from ..distributed import DataParallel, connect, device_for_rank
 from ..errors import ConfigError
 from ..losses import get_loss
 from ..optim import Optimizer, get_optimizer
@@ -98,6 +99,10 @@ class Trainer:
         device snapshot taken at its start; the model is then left as it was just
         before the failing step) or ``"skip"`` (steps with a non-finite loss leave
         the parameters and optimizer state unchanged; counted in ``logs["skipped"]``).
+    distributed : ``"off"``, ``"auto"`` (every rank of an ``mpiexec`` job), ``"mpi"``,
+        ``"nccl"`` or a Communicator: data-parallel, the batch size is the global batch
+        (:mod:`nnx.distributed.parallel`). ``sync_batchnorm``: BatchNorm statistics
+        of the global batch rather than of each rank's rows.
 
     Attributes
     ----------
@@ -108,12 +113,13 @@ class Trainer:
     x_train, y_train, validation_data (host arrays of the last ``fit``),
     n_train, batch_size, steps_per_epoch, epochs, active_callbacks (those of
     the last ``fit``). :meth:`state_dict` and :meth:`load_state_dict` save and
-    restore everything a resumed run needs.
+    restore everything a resumed run needs. ``parallel``: the data-parallel side.
     """
 
     def __init__(self, model, loss="cross_entropy", optimizer="adam", *, lr=None, device=None,
                  seed: int = 0, dtype: str = "float32", callbacks=(), schedule=None,
-                 on_nonfinite: str = "raise") -> None:
+                 on_nonfinite: str = "raise", distributed="off",
+                 sync_batchnorm: bool = False) -> None:
         self.loss = get_loss(loss)
         if isinstance(optimizer, Optimizer):
             if lr is not None:
@@ -123,7 +129,8 @@ class Trainer:
             self.optimizer = get_optimizer(optimizer, lr=lr)
         if device is None:
             device = model.backend or "cpu"
-        self.backend = backends.get(device)
+        self.parallel = DataParallel(connect(distributed, device), sync_batchnorm=sync_batchnorm)
+        self.backend = backends.get(device_for_rank(device, self.parallel.comm))
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         self.seed = seed
@@ -150,6 +157,7 @@ class Trainer:
         self.validation_data = None
         self.x_train = self.y_train = None
         self.epochs = self.batch_size = self.n_train = self.steps_per_epoch = 0
+        self.parallel.prepare(self)  # rank 0's state on every rank
 
     # --- training -------------------------------------------------------------
 
@@ -174,6 +182,7 @@ class Trainer:
         """
         _check_fit_args(epochs, validation_data, validation_split)
         data, val = self._upload(x, y, epochs, batch_size, validation_data, validation_split)
+        self.parallel.check_data(self, self.x_train, self.y_train)
         self.active_callbacks = self.callbacks + list(callbacks)
         if resume is not None:  # a refused resume leaves the trainer as it was
             from_file = not isinstance(resume, dict)
@@ -187,7 +196,7 @@ class Trainer:
                           stacklevel=2)
         self.stop_training = self._interrupt = False
         self.interrupted_at = None
-        hooks = Hooks(self.active_callbacks)
+        hooks = Hooks(self.parallel.local_callbacks(self.active_callbacks))
         for hook in hooks.on_train_begin:
             hook(self)
         try:
@@ -236,7 +245,9 @@ class Trainer:
         ``fit(resume=state)``, which loads it once the run's callbacks and data
         are known; the next epoch then continues where the state stopped.
         """
+        self.parallel.check_resume(state, source)
         meta = load_trainer_state(self, state, source)
+        self.parallel.restore(self, meta)
         self.step, self.completed_epochs = int(meta["step"]), int(meta["epoch"])
         self.history = History(meta.get("history"))
         point = meta.get("resume_point")
@@ -278,7 +289,8 @@ class Trainer:
         steps = len(run.batches)
         for b in range(run.start, steps):
             self._step(run, b, hooks)
-            if self._interrupt and b + 1 < steps:
+            if self.parallel.stopping(self._interrupt) and b + 1 < steps:
+                self.parallel.logging_point(self, run.metrics)
                 self.interrupted_at = run.position(b + 1)
                 return None
             if self.stop_training:
@@ -290,13 +302,14 @@ class Trainer:
         rng_state = self.rng.bit_generator.state  # an interrupted epoch redraws from here
         full = self.batch_size >= self.n_train
         order = epoch_order(self.rng, self.n_train, self.backend, shuffle, full)
-        batches = Batches(*data, self.batch_size, order)
+        batches = Batches(*data, self.batch_size, order, share=self.parallel.share_of_batches)
         point, self._resume_point = self._resume_point or {}, None
         start = int(point.get("batch", 0))
         mode = nonfinite_mode(self.on_nonfinite, self, epoch, start, batches.xy)
         metrics = MetricSums(self.loss, self.backend, self.dtype, skipping=mode.skipping)
         sums = point.get("sums", {})
-        metrics.load(sums, point.get("seen", 0))
+        if self.parallel.is_root:  # the sums of every rank so far: counted once
+            metrics.load(sums, point.get("seen", 0))
         mode.load(sums)
         return _EpochRun(epoch, start, batches, metrics, mode, rng_state)
 
@@ -307,30 +320,32 @@ class Trainer:
         if self.schedule is not None:
             opt.lr = float(self.schedule(self.step))
         run.nonfinite.before_step()
-        out, value = self._forward_backward(xb, yb)
-        # The gradients of this batch's mean loss are complete and nothing has seen them yet:
-        # data-parallel training sums them across processes here, weighted by batch sizes.
+        out, value, check = self._forward_backward(xb, yb, run, b)
         state = StepState(self.step, run.epoch, b, xb, yb, out, value) if hooks.want_state else None
         for hook in hooks.on_backward_end:
             hook(self, state)
         run.nonfinite.before_update(opt.lr)
         opt.step(model)
-        keep = run.nonfinite.after_update(value, self.step)
-        run.metrics.add(value, out, yb, labels, xb.shape[0], keep)
+        keep = run.nonfinite.after_update(check, self.step)
+        if out is not None:  # None: this rank had no example in the batch
+            run.metrics.add(value, out, yb, labels, xb.shape[0], keep)
         for hook in hooks.on_step_end:
             hook(self, state)
         self.step += 1
 
-    def _forward_backward(self, xb, yb):
-        """Outputs ``(batch, n_out)`` and mean loss (0-d) of a batch; its gradients are added
-        into the model's ``grads``."""
+    def _forward_backward(self, xb, yb, run, b):
+        """Outputs ``(batch, n_out)``, mean loss (0-d) and the loss the non-finite check
+        sees, of batch ``b``; its gradients are added into the model's ``grads``."""
+        if self.parallel.active:  # this rank's share; the gradients summed over every rank
+            return self.parallel.forward_backward(self, xb, yb, run, b)
         out, backward = self.model.forward(xb, train=True)
         value, dout = self.loss(out, yb)
         backward(dout, need_dx=False)
-        return out, value
+        return out, value, value
 
     def _epoch_logs(self, run: _EpochRun, val, t0) -> dict:
         """The epoch's logging point: read the sums once, check them, evaluate validation."""
+        self.parallel.logging_point(self, run.metrics)
         logs = run.metrics.means()
         run.nonfinite.check(self, logs["loss"])
         if val is not None:
@@ -340,7 +355,7 @@ class Trainer:
         logs["lr"] = float(self.optimizer.lr)
         logs["time"] = time.perf_counter() - t0
         logs.update(run.nonfinite.logs())
-        if self._interrupt:  # the interrupted step was the epoch's last: stop after it
+        if self.parallel.stopping(self._interrupt):  # the epoch's last step was interrupted
             self.stop_training = True
         return logs
 
