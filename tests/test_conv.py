@@ -1,10 +1,12 @@
-"""Convolutional layers and networks: PyTorch references, training, files, syncs, errors.
+"""Convolutional layers and networks: PyTorch references, bad input, layer strings.
 
 Images are (batch, height, width, channels) in nnx and (batch, channels, height,
 width) in PyTorch; weights (k, k, C_in, F) against (F, C_in, k, k). Every
 reference runs on PyTorch's CPU in float64 from the same weights and compares
 outputs and every gradient to 1e-10. Shapes, devices, dtypes and float64
-gradient checks of each layer on every backend are in tests/test_table.py.
+gradient checks of each layer on every backend are in tests/test_table.py; training
+with the Trainer (files, host syncs, non-finite values, accuracy) in
+tests/test_conv_train.py.
 """
 
 from __future__ import annotations
