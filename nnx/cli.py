@@ -95,6 +95,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     parser.error = lambda message: _usage_error(parser, message)  # type: ignore[method-assign]
     args = parser.parse_args(argv)
+    _STATE["out"] = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")  # each warning once per place, one line each
@@ -111,6 +112,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _say(_aborted_message())
         return EXIT_INTERRUPTED
+    except MemoryError:  # sizes beyond what build.check_fits_in_memory could foresee
+        if args.debug:
+            raise
+        _say("error: out of memory: the data, the model or a batch does not fit; use smaller "
+             "--hidden sizes or a smaller --batch-size")
+        return EXIT_USER
     except Exception as exc:  # a bug: say so, briefly
         if args.debug:
             raise

@@ -27,8 +27,20 @@ class RunDir:
 
     @classmethod
     def create(cls, path, resume: bool = False) -> RunDir:
-        """Create (or reuse, when resuming) the directory and prove it is writable."""
+        """Create (or reuse, when resuming) the directory and prove it is writable.
+
+        A path the system refuses (a name too long, a file where a directory should
+        be) is a ConfigError naming the path and the reason.
+        """
         path = Path(path)
+        try:
+            return cls._create(path, resume)
+        except OSError as exc:
+            raise ConfigError(f"cannot write to the output directory {path} "
+                              f"({exc.strerror or exc}); choose a writable --out") from None
+
+    @classmethod
+    def _create(cls, path: Path, resume: bool) -> RunDir:
         if path.exists() and not path.is_dir():
             raise ConfigError(f"output path {path} exists and is not a directory; choose "
                               "another --out")
@@ -36,16 +48,12 @@ class RunDir:
             raise ConfigError(f"{path} already holds a run; use --resume {path} to continue "
                               "it, or choose another --out")
         created = [p for p in (path, *path.parents) if not p.exists()]
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-            if resume:
-                cls._remove_stale_temporaries(path)
-        except OSError as exc:
-            raise ConfigError(f"cannot write to the output directory {path} "
-                              f"({exc.strerror or exc}); choose a writable --out") from None
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        if resume:
+            cls._remove_stale_temporaries(path)
         return cls(path, tuple(created))
 
     def discard_if_unused(self) -> None:

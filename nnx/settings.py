@@ -80,6 +80,16 @@ def _whole_text(text: str) -> bool:
     return digits.isdecimal() and len(digits) <= 4000  # int() refuses longer text
 
 
+def _seed_ok(seed) -> bool:
+    from .data.checks import check_seed  # the seed rule of the Python API too
+
+    try:
+        check_seed(seed)
+    except ConfigError:
+        return False
+    return True
+
+
 _UNIT = (lambda v: 0 <= v < 1, "in [0, 1)")
 _NON_NEGATIVE = (lambda v: v >= 0, "0 or more")
 _POSITIVE_OR_NONE = (lambda v: v is None or v > 0, "positive")
@@ -127,7 +137,7 @@ SETTINGS = [
             "improvement and restore the best weights (0: off)",
             rule=(lambda v: v >= 0, "0 (off) or more")),
     Setting("seed", int, 0, "seed for weights, shuffles, splits and dropout", "run",
-            (lambda v: 0 <= v < 2**63, "a whole number from 0 to 2**63 - 1")),
+            (lambda v: _seed_ok(v), "a whole number from 0 to 2**63 - 1")),
     Setting("dtype", str, "float32", "float32 or float64", "run",
             (lambda v: v in ("float32", "float64"), "float32 or float64")),
     Setting("out", (str, type(None)), None, "run directory; None: runs/<dataset>-<time>",

@@ -273,3 +273,139 @@ def test_a_new_run_into_an_existing_run_directory_is_refused(digits_run, tmp_pat
     r = train(["--epochs", "1", "--quiet", "--out", str(run)], tmp_path)
     assert r.returncode == 2 and "already holds a run" in r.stderr and "--resume" in r.stderr
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+# --- every setting's type and range, through a config file and through flags ---------------
+
+#: id, flags saying the bad value (None: no flag can), the same in a TOML file (None: TOML
+#: cannot), key words of the error line
+SETTING_CASES = [
+    ("seed-negative", ["--seed", "-1"], "seed = -1", ["seed", "0 to 2**63 - 1", "-1"]),
+    ("seed-huge", ["--seed", "99999999999999999999999"], "seed = 99999999999999999999999",
+     ["seed", "2**63"]),
+    ("seed-fraction", ["--seed", "1.5"], "seed = 1.5", ["seed", "1.5"]),
+    ("seed-text", None, 'seed = "3"', ["'seed' must be int", "str"]),
+    ("epochs-fraction", ["--epochs", "2.5"], "epochs = 2.5", ["epochs", "2.5"]),
+    ("epochs-bool", None, "epochs = true", ["'epochs' must be int", "bool"]),
+    ("epochs-negative", ["--epochs", "-3"], "epochs = -3", ["epochs", "at least 1"]),
+    ("batch-text", ["--batch-size", "lots"], 'batch_size = "lots"', ["batch", "lots"]),
+    ("batch-fraction", ["--batch-size", "2.5"], "batch_size = 2.5", ["batch", "2.5"]),
+    ("batch-bool", None, "batch_size = true", ["'batch_size' must be", "bool"]),
+    ("batch-negative", ["--batch-size", "-3"], "batch_size = -3", ["batch size", "positive"]),
+    ("batch-zero-text", None, 'batch_size = "0"', ["batch size", "positive"]),
+    ("warmup-negative", ["--warmup", "-1"], "warmup = -1", ["warmup", "0 or more"]),
+    ("warmup-fraction", ["--warmup", "1.5"], "warmup = 1.5", ["warmup", "1.5"]),
+    ("early-stopping-negative", ["--early-stopping", "-2"], "early_stopping = -2",
+     ["early-stopping", "0 (off) or more"]),
+    ("hidden-fraction", ["--hidden", "2.5"], "hidden = [2.5]", ["hidden sizes", "2.5"]),
+    ("hidden-zero", ["--hidden", "8,0"], "hidden = [8, 0]", ["hidden sizes", "positive"]),
+    ("hidden-bool", None, "hidden = [true, 4]", ["hidden sizes"]),
+    ("hidden-number", None, "hidden = 64", ["'hidden' must be str or list", "64"]),
+    ("hidden-beyond-memory", ["--hidden", "1000000000"], "hidden = [1000000000]",
+     ["parameters", "GiB", "--hidden"]),
+    ("dropout-nan", ["--dropout", "nan"], "dropout = nan", ["dropout", "finite"]),
+    ("dropout-above-one", ["--dropout", "1.5"], "dropout = 1.5", ["dropout", "[0, 1)"]),
+    ("dropout-negative", ["--dropout", "-0.1"], "dropout = -0.1", ["dropout", "[0, 1)"]),
+    ("val-split-negative", ["--val-split", "-0.5"], "val_split = -0.5",
+     ["val-split", "[0, 1)"]),
+    ("lr-infinite", ["--lr", "inf"], "lr = inf", ["lr", "finite"]),
+    ("lr-negative", ["--lr", "-1"], "lr = -1", ["learning rate"]),
+    ("momentum-above-one", ["--optimizer", "momentum", "--momentum", "1.5"],
+     'optimizer = "momentum"\nmomentum = 1.5', ["momentum", "[0, 1)"]),
+    ("momentum-with-adam", ["--momentum", "0.5"], "momentum = 0.5",
+     ["momentum does not apply to adam"]),
+    ("weight-decay-negative", ["--weight-decay", "-1"], "weight_decay = -1",
+     ["weight-decay", "0 or more"]),
+    ("l2-infinite", ["--l2", "inf"], "l2 = inf", ["l2", "finite"]),
+    ("clip-norm-negative", ["--clip-norm", "-1"], "clip_norm = -1", ["clip-norm", "positive"]),
+    ("dtype-int", ["--dtype", "int32"], 'dtype = "int32"', ["dtype", "float32 or float64"]),
+    ("standardize-text", ["--standardize=yes"], 'standardize = "yes"', ["standardize"]),
+    ("doctor-number", None, "doctor = 1", ["'doctor' must be bool"]),
+    ("device-number", None, "device = 5", ["'device' must be str"]),
+    ("dataset-number", None, "dataset = 5", ["'dataset' must be str"]),
+    ("out-bool", None, "out = false", ["'out' must be str or none"]),
+    ("loss-number", None, "loss = 3", ["'loss' must be str or none"]),
+    ("optimizer-list", None, 'optimizer = ["adam"]', ["'optimizer' must be str"]),
+    ("schedule-unknown", ["--schedule", "cyclic"], 'schedule = "cyclic"', ["schedule", "cyclic"]),
+    ("init-unknown", ["--init", "orthogonal"], 'init = "orthogonal"', ["orthogonal"]),
+    ("activation-unknown", ["--activation", "swish2"], 'activation = "swish2"', ["swish2"]),
+]
+
+
+def _one_error_line(code, err, words, tmp_path, work):
+    assert code == 2, err
+    assert "Traceback" not in err and "internal error" not in err
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    assert all(line.startswith(("error: ", "warning: ")) for line in lines), err
+    for word in words:
+        assert word.lower() in errors[0].lower(), (word, errors[0])
+    assert not _partial_files(tmp_path) and not list(tmp_path.rglob("model.npz"))
+    assert not list(work.iterdir())
+    return errors[0]
+
+
+def _main(args, tmp_path, monkeypatch, capsys):
+    """``nnx`` in this process (the same path as the script, much faster for a table)."""
+    from nnx import cli
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    if "--out" not in args:
+        args = [*args, "--out", str(tmp_path / "out")]
+    try:
+        code = cli.main([*args, "--quiet"])
+    except SystemExit as exc:  # a usage error, as argparse reports it
+        code = exc.code
+    return code, capsys.readouterr().err, work
+
+
+@pytest.mark.parametrize("case", [c for c in SETTING_CASES if c[2] is not None],
+                         ids=[c[0] for c in SETTING_CASES if c[2] is not None])
+def test_each_bad_setting_in_a_config_file_is_one_error_line(case, tmp_path, monkeypatch,
+                                                             capsys):
+    _, _, body, words = case
+    code, err, work = _main(_toml(tmp_path, body + "\n"), tmp_path, monkeypatch, capsys)
+    line = _one_error_line(code, err, words, tmp_path, work)
+    if "must be" in line and "setting '" in line:  # a type error names the file
+        assert "run.toml" in line
+
+
+@pytest.mark.parametrize("case", [c for c in SETTING_CASES if c[1] is not None],
+                         ids=[c[0] for c in SETTING_CASES if c[1] is not None])
+def test_each_bad_setting_as_a_flag_is_one_error_line(case, tmp_path, monkeypatch, capsys):
+    _, flags, _, words = case
+    code, err, work = _main(flags, tmp_path, monkeypatch, capsys)
+    _one_error_line(code, err, words, tmp_path, work)
+
+
+def test_a_range_error_in_a_config_file_names_the_file(tmp_path, monkeypatch, capsys):
+    code, err, _ = _main(_toml(tmp_path, "seed = -1\n"), tmp_path, monkeypatch, capsys)
+    assert code == 2 and "run.toml: seed must be" in err
+
+
+def test_a_quoted_batch_size_in_a_config_file_trains_as_that_number(tmp_path):
+    out = tmp_path / "out"
+    r = train([*_toml(tmp_path, 'dataset = "xor"\nbatch_size = "100"\nepochs = 1\n'),
+               "--quiet", "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert settings["batch_size"] == {"value": 100, "source": "config file"}
+    import nnx
+
+    assert nnx.load_checkpoint(out / "checkpoint.npz")["meta"]["step"] == 8  # 720 / 100
+
+
+def test_a_path_too_long_for_the_filesystem_is_one_error_line(tmp_path, monkeypatch, capsys):
+    long = str(tmp_path / ("n" * 300))
+    code, err, work = _main(["--dataset", "xor", "--out", long], tmp_path, monkeypatch, capsys)
+    _one_error_line(code, err, ["cannot write", long[:40], "too long"], tmp_path, work)
+    work.rmdir()
+    code, err, work = _main(["--dataset", "mnist", "--data-dir", long], tmp_path, monkeypatch,
+                            capsys)
+    _one_error_line(code, err, ["cannot read dataset mnist", long[:40], "too long"], tmp_path,
+                    work)

@@ -100,3 +100,69 @@ def test_trainer_fit_accepts_or_raises_an_nnx_error(pair):
         trainer.fit(x, y, epochs=1, batch_size=4)
     except USER_ERRORS as exc:
         assert str(exc)
+
+
+#: a TOML value of any type (strings quoted as TOML basic strings)
+toml_values = st.one_of(
+    st.integers(-10**20, 10**20).map(str), st.floats(allow_nan=True).map(
+        lambda f: "nan" if f != f else ("inf" if f == float("inf") else
+                                       "-inf" if f == float("-inf") else repr(f))),
+    st.sampled_from(["true", "false", '"full"', '"64"', '""', '"8,4"', "[2, 2.5]", "[4]",
+                     '"relu"', '"sgd"', '"float16"', '"xor"', '"cpu"', '"none"', "[true]"]),
+    st.text(alphabet="abc,.-1", max_size=6).map(lambda t: '"' + t + '"'))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(sorted(config.BY_NAME)), toml_values, max_size=4))
+def test_a_settings_file_ends_in_a_run_or_one_error_line(tmp_path_factory, monkeypatch, capsys,
+                                                        table):
+    """Any settings file through the command line: exit 0 or 2, never a bug (exit 1)."""
+    from nnx import cli
+
+    work = tmp_path_factory.mktemp("fuzz")
+    monkeypatch.chdir(work)
+    (work / "run.toml").write_text("".join(f"{k} = {v}\n" for k, v in table.items()))
+    # small and quick whatever the file says: these flags override it
+    argv = ["--config", str(work / "run.toml"), "--dataset", "xor", "--epochs", "1",
+            "--hidden", "4", "--no-doctor", "--no-lr-find", "--quiet", "--out",
+            str(work / "out")]
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    assert "internal error" not in err and "Traceback" not in err
+    if code == 2:
+        assert len([line for line in err.splitlines() if line.startswith("error: ")]) == 1
+
+
+_FLAGS = sorted("--" + s.name.replace("_", "-") for s in config.SETTINGS) + [
+    "--resume", "--config", "--epoch", "--no-batchnorm", "-x"]
+_WORDS = st.one_of(st.sampled_from(["-1", "0", "1.5", "nan", "inf", "full", "64", "", "8,0",
+                                    "relu", "cpu", "float16", "1e400", "--quiet"]),
+                   st.text(alphabet="ab1-.,=", max_size=5))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(_FLAGS), _WORDS), max_size=3))
+def test_command_line_arguments_end_in_a_run_or_one_error_line(tmp_path_factory, monkeypatch,
+                                                               capsys, pairs):
+    """Any flags and values: exit 0 or 2, never a bug (exit 1)."""
+    from nnx import cli
+
+    work = tmp_path_factory.mktemp("argv")
+    monkeypatch.chdir(work)
+    argv = [word for pair in pairs for word in pair]
+    # small and quick: later flags win
+    argv += ["--dataset", "xor", "--epochs", "1", "--hidden", "4", "--no-doctor",
+             "--no-lr-find", "--quiet", "--out", str(work / "out")]
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    assert "internal error" not in err and "Traceback" not in err

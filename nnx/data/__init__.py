@@ -14,8 +14,8 @@ import difflib
 import inspect
 import os
 
-from ..errors import ConfigError
-from .checks import check_labels, check_xy, find_duplicates
+from ..errors import ConfigError, DataError
+from .checks import check_labels, check_seed, check_xy, find_duplicates
 from .dataset import Dataset, split_dataset, stratified_split
 from .digits import load_digits
 from .download import cache_dir
@@ -49,7 +49,7 @@ def _call(fn, what: str, /, *args, **kwargs):
 
 def load(name, *, data_dir=None, seed: int = 0, download: bool = True, quiet: bool = False,
          **kwargs) -> Dataset:
-    """Load a dataset by name (see ``DATASETS``) or from a ``.npz`` / ``.csv`` path.
+    """Load a dataset by name (see ``DATASETS``) or from a ``.npz`` / ``.csv`` / ``.h5`` path.
 
     Parameters
     ----------
@@ -63,8 +63,19 @@ def load(name, *, data_dir=None, seed: int = 0, download: bool = True, quiet: bo
     **kwargs : options of the loader, e.g. ``n=500, noise=0.2`` for spirals,
         ``test_fraction=0.3``, ``mirrors=[...]`` for MNIST
 
-    Raises ConfigError for an unknown name or option, DataError for bad data.
+    Raises ConfigError for an unknown name or option, DataError for bad data or a
+    file that cannot be read (naming the file and the reason).
     """
+    seed = check_seed(seed)
+    try:
+        return _load(name, data_dir, seed, download, quiet, **kwargs)
+    except OSError as exc:  # a path the system refuses: too long, not a directory, ...
+        where = f" {exc.filename}" if exc.filename else ""
+        raise DataError(f"cannot read dataset {name!s}:{where}: {exc.strerror or exc}; check "
+                        "--dataset and --data-dir") from None
+
+
+def _load(name, data_dir, seed: int, download: bool, quiet: bool, **kwargs) -> Dataset:
     text = os.fspath(name) if isinstance(name, os.PathLike) else str(name)
     key = text.strip().lower()
     key = _ALIASES.get(key, key)

@@ -34,7 +34,7 @@ from ..errors import ConfigError, DataError
 from .dataset import TASKS
 from .duplicates import Duplicates, find_duplicates
 
-__all__ = ["Checked", "check_xy", "check_x_shape", "check_labels", "to_host",
+__all__ = ["Checked", "check_xy", "check_x_shape", "check_labels", "check_seed", "to_host",
            "whole_number_example", "Duplicates", "find_duplicates"]
 
 _BINARY = "sigmoid_binary_cross_entropy"
@@ -67,6 +67,16 @@ def to_host(a, backend=None, what: str = "data") -> np.ndarray:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{what} is not a numeric array ({detail}); pass a NumPy array, "
                         "nested lists of numbers or an array on the trainer's device") from None
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """``seed`` as an int from 0 to 2**63 - 1 (NumPy integers count), else a ConfigError."""
+    import numbers
+
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) \
+            or not 0 <= int(seed) < 2**63:
+        raise ConfigError(f"{what} must be a whole number from 0 to 2**63 - 1, got {seed!r}")
+    return int(seed)
 
 
 def _loss(loss):

@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .checks import check_xy
+from .checks import check_seed, check_xy
 from .dataset import TASKS, Dataset, as_generator, split_dataset
 from .prepare import to_unit_range
 
@@ -135,6 +135,7 @@ def load_file(path, *, seed: int = 0, rng=None, test_fraction: float = 0.2,
     ``task`` ("classification" or "regression") overrides the guess from ``y``.
     """
     path = os.fspath(path)
+    seed = check_seed(seed)
     if task is not None and task not in TASKS:
         raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if not os.path.isfile(path):
