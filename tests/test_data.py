@@ -495,6 +495,18 @@ def test_string_labels_and_empty_image_files_are_data_errors(tmp_path):
         load_file(tmp_path / "e.npz")
 
 
+def test_arrays_that_cannot_come_to_the_host_are_data_errors():
+    import nnx
+
+    torch = pytest.importorskip("torch")
+    tr = nnx.Trainer(nnx.mlp([2, 2]), device="numpy")
+    x = torch.ones((4, 2), requires_grad=True)
+    with pytest.raises(DataError, match="training data x is not a numeric array.*requires grad"):
+        tr.fit(x, np.array([0, 1, 0, 1]), epochs=1, batch_size=2)
+    with pytest.raises(DataError, match="training data x is not a numeric array"):
+        tr.fit([[1.0, 2.0], [3.0]], [0, 1], epochs=1)
+
+
 def test_the_doctors_duplicate_mask_is_the_duplicate_finder():
     from nnx.doctor import duplicate_rows
 
