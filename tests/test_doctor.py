@@ -1,4 +1,6 @@
-"""The doctor: every detector on its failure, no false alarms on healthy runs, the report."""
+"""The doctor: findings and the report, the monitor, the checks before training, the
+doctor's files and its command line. Detectors on failing runs are in
+test_doctor_detectors.py, healthy runs in test_doctor_healthy.py."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from doctor_runs import blobs, by_id, ids, with_weights
 
 import nnx
 from nnx import backends
@@ -17,32 +20,6 @@ from nnx.train import Trainer
 # failures on purpose overflow float32; NumPy says so
 pytestmark = pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
                                         "ignore:invalid value:RuntimeWarning")
-
-# --- data ---------------------------------------------------------------------
-
-
-def blobs(n=600, k=3, d=2, seed=0, spread=1.0):
-    """``k`` Gaussian clusters in ``d`` dimensions, standardised; int labels."""
-    rng = np.random.default_rng(seed)
-    angles = 2 * np.pi * np.arange(k) / k
-    centers = np.zeros((k, d))
-    centers[:, 0], centers[:, 1] = 3 * np.cos(angles), 3 * np.sin(angles)
-    centers[:, 2:] = rng.standard_normal((k, d - 2))
-    y = rng.integers(0, k, n)
-    x = centers[y] + spread * rng.standard_normal((n, d))
-    x = (x - x.mean(0)) / x.std(0)
-    return x.astype(np.float32), y.astype(np.int64)
-
-
-def ids(findings, severity="info"):
-    rank = ("info", "warning", "error").index(severity)
-    return {f.id for f in findings if ("info", "warning", "error").index(f.severity) >= rank}
-
-
-def by_id(findings, finding_id):
-    hits = [f for f in findings if f.id == finding_id]
-    assert hits, f"no {finding_id} in {[str(f) for f in findings]}"
-    return hits[0]
 
 
 # --- findings and report -------------------------------------------------------
@@ -279,185 +256,7 @@ def test_run_detectors_on_an_empty_trace():
     assert run_detectors(Trace()) == []
 
 
-# --- detectors during training -------------------------------------------------------
-
-def train(model, x, y, *, optimizer="sgd", lr=0.1, epochs=10, batch_size=32,
-          loss="cross_entropy", validation_data=None, seed=0, every=10):
-    """Train with the doctor on; return its report (also after a non-finite stop)."""
-    if model.backend is None:
-        model.init("cpu", seed)
-    doctor = Doctor(data=(x, y), validation_data=validation_data, verbose=False, every=every)
-    trainer = Trainer(model, loss=loss, optimizer=optimizer, lr=lr, callbacks=[doctor])
-    try:
-        trainer.fit(x, y, epochs=epochs, batch_size=batch_size,
-                    validation_data=validation_data)
-    except nnx.NonFiniteError as exc:
-        doctor.finish(exc)
-    return doctor.report
-
-
-def with_weights(model, change):
-    w = model.get_weights()
-    change(w)
-    model.set_weights(w)
-    return model
-
-
-def test_dead_relu_blames_the_layer():
-    x, y = blobs(600)
-    model = nnx.mlp([2, 32, 32, 3]).init("cpu", 0)
-
-    def kill_half_of_layer_two(w):
-        w["dense_2.b"][:16] = -100.0
-    report = train(with_weights(model, kill_half_of_layer_two), x, y, epochs=5)
-    f = by_id(report.findings, "dead-relu")
-    assert f.layers == ["dense_2"]
-    assert 16 <= f.evidence["dense_2"]["dead_units"] <= 18
-    everything = with_weights(nnx.mlp([2, 32, 3]).init("cpu", 0),
-                              lambda w: w.__setitem__("dense_0.b", w["dense_0.b"] - 100))
-    f = by_id(train(everything, x, y, epochs=3).findings, "dead-relu")
-    assert f.severity == "error" and f.layers == ["dense_0"]
-
-
-def test_saturated_units_blames_the_layer():
-    x, y = blobs(600)
-    model = nnx.mlp([2, 16, 16, 3], activation="tanh").init("cpu", 0)
-    report = train(with_weights(model, lambda w: w["dense_2.w"].__imul__(30.0)), x, y,
-                   epochs=5)
-    f = by_id(report.findings, "saturated-units")
-    assert f.layers == ["dense_2"]
-    sig = nnx.mlp([2, 32, 3], activation="sigmoid", init="normal:8").init("cpu", 0)
-    assert by_id(train(sig, x, y, epochs=5).findings, "saturated-units").layers == ["dense_0"]
-
-
-def test_vanishing_and_tiny_gradients_in_a_deep_sigmoid_stack():
-    x, y = blobs(600)
-    model = nnx.mlp([2] + [16] * 14 + [3], activation="sigmoid")
-    report = train(model, x, y, epochs=8)
-    f = by_id(report.findings, "vanishing-gradients")
-    assert f.severity == "warning" and f.layers[0] == "dense_0"
-    assert f.evidence["first_to_last_ratio"] < 1e-2
-    tiny = by_id(report.findings, "tiny-gradients")
-    assert "dense_0" in tiny.layers and "dense_28" not in tiny.layers
-    assert "loss-plateau" in report
-
-
-def test_exploding_gradients():
-    x, y = blobs(600)
-    chaotic = nnx.mlp([2] + [64] * 10 + [3], activation="tanh", init="normal:1")
-    f = by_id(train(chaotic, x, y, lr=1e-3, epochs=2).findings, "exploding-gradients")
-    assert "input" in f.title and "dense_0" in f.layers
-    growing = nnx.mlp([2, 64, 64, 3])
-    f = by_id(train(growing, x, y, optimizer="sgd", lr=3.0, epochs=3, batch_size=64).findings,
-              "exploding-gradients")
-    assert f.steps and f.evidence["growth"] > 100
-
-
-def test_non_finite_names_step_and_layer():
-    x, y = blobs(600)
-    report = train(nnx.mlp([2, 64, 64, 3]), x, y, optimizer="momentum", lr=30.0, epochs=3)
-    f = by_id(report.findings, "non-finite")
-    assert f.severity == "error" and f.layers and f.steps[0] < 10
-    assert "lr-too-high" in report.ids("warning")
-
-
-def test_zero_init_zero_gradients_and_stalled_weights():
-    x, y = blobs(600)
-    report = train(nnx.mlp([2, 16, 16, 3], init="zeros"), x, y, epochs=4)
-    assert {"symmetric-units", "zero-gradients", "stalled-weights",
-            "loss-plateau"} <= report.ids("warning")
-    f = by_id(report.findings, "zero-gradients")
-    assert f.severity == "error" and f.layers == ["dense_0", "dense_2", "dense_4"]
-    sym = by_id(report.findings, "symmetric-units")
-    assert sym.evidence["identical_after_training"] == 16
-    full = train(nnx.mlp([2, 8, 3], init="zeros"), x, y, epochs=80, batch_size="full")
-    assert "stalled-weights" in full.ids("error")
-
-
-def test_learning_rate_too_high_and_too_low():
-    x, y = blobs(600, spread=2.0)
-    high = train(nnx.mlp([2, 16, 3], activation="tanh"), x, y, lr=8.0, epochs=200,
-                 batch_size="full")
-    assert "lr-too-high" in high.ids("warning")
-    assert by_id(high.findings, "lr-too-high").evidence["lr"] == 8.0
-    low = train(nnx.mlp([2, 16, 3]), x, y, lr=1e-6, epochs=5)
-    f = by_id(low.findings, "lr-too-low")
-    assert f.severity == "warning" and "--lr 1e-05" in f.fix
-
-
-def test_initial_loss_off():
-    x, y = blobs(600)
-    report = train(nnx.mlp([2, 32, 3], init="normal:3"), x, y, epochs=1)
-    f = by_id(report.findings, "initial-loss-off")
-    assert f.evidence["initial_loss"] > 2 * np.log(3)
-    assert "initial-loss-off" not in train(nnx.mlp([2, 32, 3]), x, y, epochs=1)
-
-
-def test_loss_spikes_and_oscillation():
-    # full-batch gradient descent with a step too large for the curvature
-    x, y = blobs(600, spread=2.0)
-    report = train(nnx.mlp([2, 16, 3], activation="tanh"), x, y, lr=8.0, epochs=200,
-                   batch_size="full")
-    f = by_id(report.findings, "loss-spikes")
-    assert f.evidence["spikes"] >= 3 and f.steps
-    assert "loss-oscillation" in report.ids("warning")
-    calm = train(nnx.mlp([2, 16, 3], activation="tanh"), x, y, lr=1.0, epochs=200,
-                 batch_size="full")
-    assert not {"loss-spikes", "loss-oscillation"} & calm.ids()
-
-
-def test_overfitting():
-    x, y = blobs(1000, spread=2.0)
-    report = train(nnx.mlp([2, 256, 256, 3]), x[:40], y[:40], optimizer="adam", lr=3e-3,
-                   epochs=150, batch_size=20, validation_data=(x[500:], y[500:]))
-    f = by_id(report.findings, "overfitting")
-    assert f.severity == "warning" and f.evidence["final_val_loss"] > f.evidence["best_val_loss"]
-
-
-def _regression(n=600, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-2, 2, (n, 3)).astype(np.float32)
-    y = (np.sin(x[:, :1]) + 0.5 * x[:, 1:2] * x[:, 2:3]).astype(np.float32)
-    return x, y
-
-
-def _binary(n=600, seed=0):
-    rng = np.random.default_rng(seed)
-    t = rng.uniform(0, np.pi, n)
-    label = rng.integers(0, 2, n)
-    x = np.stack([np.cos(t) + label * 1.0, np.sin(t) * (1 - 2 * label) + 0.3 * label], 1)
-    x = x + 0.1 * rng.standard_normal((n, 2))
-    return ((x - x.mean(0)) / x.std(0)).astype(np.float32), label.astype(np.int64)
-
-
-HEALTHY = {
-    "relu-adam-3class": (lambda: nnx.mlp([2, 32, 3]), blobs, "cross_entropy", "adam", None, 32),
-    "tanh-momentum-deep": (lambda: nnx.mlp([2, 32, 32, 32, 3], activation="tanh"), blobs,
-                           "cross_entropy", "momentum", 0.05, 32),
-    "sigmoid-sgd-10d": (lambda: nnx.mlp([10, 32, 5], activation="sigmoid"),
-                        lambda: blobs(800, k=5, d=10, seed=3), "cross_entropy", "sgd", 0.5, 32),
-    "leaky-rmsprop-4layers": (lambda: nnx.mlp([2, 64, 64, 64, 64, 3], activation="leaky_relu"),
-                              lambda: blobs(600, seed=1), "cross_entropy", "rmsprop", 1e-3, 64),
-    "gelu-adamw-regression": (lambda: nnx.mlp([3, 64, 64, 1], activation="gelu"), _regression,
-                              "mse", "adamw", 3e-3, 32),
-    "relu-bn-dropout-binary": (lambda: nnx.mlp([2, 64, 64, 1], batchnorm=True, dropout=0.1),
-                               _binary, "bce", "adam", 3e-3, 64),
-    "elu-fullbatch-gd": (lambda: nnx.mlp([2, 32, 3], activation="elu"), blobs,
-                         "cross_entropy", "sgd", 0.5, "full"),
-}
-
-
-@pytest.mark.parametrize("name", list(HEALTHY))
-def test_no_false_alarms_on_healthy_runs(name):
-    build, data, loss, optimizer, lr, batch = HEALTHY[name]
-    x, y = data()
-    n = x.shape[0] * 4 // 5
-    epochs = 150 if batch == "full" else 15
-    report = train(build(), x[:n], y[:n], optimizer=optimizer, lr=lr, loss=loss,
-                   epochs=epochs, batch_size=batch, validation_data=(x[n:], y[n:]))
-    assert report.healthy, report.summary()
-    assert report.trace.n_steps > 0
-
+# --- the doctor's files, backends and command line --------------------------------
 
 def test_doctor_writes_its_files_and_survives_a_non_finite_stop(tmp_path, capsys):
     x, y = blobs(300)
@@ -516,12 +315,3 @@ def test_command_line_doctor_and_lr_find(tmp_path):
     data = json.loads((out / "doctor.json").read_text())
     assert data["run"]["n_train"] > 0 and data["loss"]["values"]
     assert "lr range test" in proc.stderr
-
-
-def test_class_imbalance_and_a_model_that_predicts_the_majority():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((600, 4)).astype(np.float32)  # features carry no signal
-    y = (rng.random(600) < 0.05).astype(np.int64)
-    report = train(nnx.mlp([4, 16, 2]), x, y, lr=0.05, epochs=10)
-    titles = [f.title for f in report.get("class-imbalance")]
-    assert len(titles) == 2 and any("predicts that class" in t for t in titles)

@@ -7,23 +7,25 @@
 
 Before training it runs the static checks (:mod:`nnx.doctor.static`) on the
 model, the loss and the data; during training its :class:`Monitor` keeps
-statistics on the device; at the end it runs the detectors and writes the
-report. Nothing is read from the device inside a step.
+statistics on the device; at the end it runs the detectors, reconciles their
+fixes into one recommendation and, with ``verify_fixes=True``, retrains copies
+of the run to keep only the fixes that help (:mod:`nnx.doctor.verify`).
+Nothing is read from the device inside a step.
 """
 
 from __future__ import annotations
 
-import math
 import sys
-
-import numpy as np
 
 from ..losses import get_loss
 from ..train.callbacks import Callback
 from .detectors import run_detectors
+from .meta import early_stopping_of, run_meta
 from .monitor import DEFAULT_EVERY, FLUSH_EVERY, Monitor
+from .reconcile import recommend
 from .report import Report
 from .static import check, check_symmetry, to_host
+from .verify import VERIFY_STEPS, RunCopy, verify
 
 __all__ = ["Doctor"]
 
@@ -43,20 +45,30 @@ class Doctor(Callback):
         trainer's validation data. test_data : another held-out pair to check.
     static : run the checks before training.
     verbose : print the summary at the end of training (``print_fn``).
+    figure : draw ``doctor.png``: ``"auto"`` when the report has warnings or errors,
+        True always, False never.
+    verify_fixes : when the run has warnings or errors with a fix that is a setting
+        (learning rate, initialisation, activation, scaling, penalty, schedule),
+        retrain a copy of the run from the same initial weights for
+        ``verify_steps`` steps with each fix applied, report what each did, and keep
+        only those that help.
     """
 
     def __init__(self, *, every: int = DEFAULT_EVERY, out_dir: str | None = None,
                  data=None, validation_data=None, test_data=None, static: bool = True,
-                 verbose: bool = True, figure: bool = True, print_fn=print,
-                 flush_every: int = FLUSH_EVERY) -> None:
+                 verbose: bool = True, figure: bool | str = "auto", print_fn=print,
+                 flush_every: int = FLUSH_EVERY, verify_fixes: bool = False,
+                 verify_steps: int = VERIFY_STEPS) -> None:
         self.monitor = Monitor(every, flush_every)
         self.out_dir = out_dir
         self.data, self.validation_data, self.test_data = data, validation_data, test_data
         self.static, self.verbose, self.figure = static, verbose, figure
         self.print_fn = print_fn
+        self.verify_fixes, self.verify_steps = bool(verify_fixes), int(verify_steps)
         self.static_findings: list = []
         self.report: Report | None = None
         self._trainer = None
+        self._copy: RunCopy | None = None
 
     @property
     def trace(self):
@@ -74,9 +86,12 @@ class Doctor(Callback):
         if self.static:
             self.static_findings = check(model, loss, x, y, validation_data=validation,
                                          test_data=self.test_data)
+        self._copy = RunCopy.of(trainer) if self.verify_fixes else None
         self.monitor.attach(model)
         self.monitor.begin_step(trainer.step)
-        self._meta(trainer, loss, model, y)
+        meta = self.trace.meta
+        meta.clear()
+        meta.update(run_meta(trainer, loss, model, to_host(model, y) if y is not None else None))
 
     def on_backward_end(self, trainer, state) -> None:
         self.monitor.after_backward(state.step)
@@ -111,47 +126,35 @@ class Doctor(Callback):
         findings = list(self.static_findings)
         if error is not None:
             self.trace.meta["stopped_by"] = f"{type(error).__name__}: {error}"
+        self._note_early_stopping()
         findings += run_detectors(self.trace, findings)
         if model is not None and self.trace.n_steps:
             _confirm_symmetry(findings, model, self.trace.n_steps)
-        self.report = Report(findings, self.trace)
+        report = Report(findings, self.trace)
+        report.recommendation = recommend(report.findings)
+        if self._copy is not None and not report.healthy:
+            report.trials = verify(self._copy, self.trace, report, _quiet_doctor,
+                                   steps=self.verify_steps)
+            report.recommendation = recommend(report.findings, report.trials)
+        self.report = report
         if self.out_dir:
-            self.report.write(self.out_dir, figure=self.figure)
+            figure = (not report.healthy) if self.figure == "auto" else bool(self.figure)
+            report.write(self.out_dir, figure=figure)
         if self.verbose:
-            self.print_fn(self.report.summary())
-        return self.report
+            self.print_fn(report.summary())
+        return report
 
-    def _meta(self, trainer, loss, model, y) -> None:
-        meta = self.trace.meta
-        meta.clear()
-        opt = trainer.optimizer
-        meta["loss"] = loss.name
-        meta["task"] = loss.task
-        meta["optimizer"] = type(opt).__name__
-        meta["lr"] = float(opt.lr)
-        meta["device"] = model.backend.label
-        meta["n_outputs"] = model.n_out
-        meta["layers"] = [la.name for la in model.layers]
-        meta["n_train"] = int(trainer.n_train)
-        meta["batch_size"] = int(trainer.batch_size)
-        meta["steps_per_epoch"] = int(trainer.steps_per_epoch)
-        meta["full_batch"] = trainer.batch_size >= trainer.n_train
-        yh = to_host(model, y) if y is not None else None
-        n_classes = model.n_out if loss.task == "classification" else None
-        if loss.name == "sigmoid_binary_cross_entropy":
-            n_classes = 2
-        if yh is not None and loss.task == "classification" and yh.ndim == 1:
-            counts = np.bincount(np.asarray(yh, dtype=np.int64).clip(0))
-            meta["majority_share"] = float(counts.max() / counts.sum())
-            if loss.name == "softmax_cross_entropy":
-                n_classes = max(n_classes or 0, int(counts.size))
-        meta["n_classes"] = n_classes
-        expected = loss.expected_initial(n_classes) if n_classes else None
-        meta["expected_initial_loss"] = expected
-        if loss.task == "regression" and yh is not None:
-            meta["target_sq_mean"] = float(np.mean(np.asarray(yh, dtype=np.float64) ** 2))
-        if expected is not None and not math.isfinite(expected):
-            meta["expected_initial_loss"] = None
+    def _note_early_stopping(self) -> None:
+        """Record the epoch whose weights early stopping restored, if it did."""
+        stop = early_stopping_of(self._trainer) if self._trainer is not None else None
+        if stop is not None and getattr(stop, "restore", False) and (
+                stop.stopped_epoch is not None and stop.best_epoch is not None):
+            self.trace.meta["restored_epoch"] = int(stop.best_epoch)
+
+
+def _quiet_doctor() -> Doctor:
+    """The doctor a verification run trains under: it prints, draws and verifies nothing."""
+    return Doctor(verbose=False, figure=False)
 
 
 def _confirm_symmetry(findings, model, n_steps) -> None:

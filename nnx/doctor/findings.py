@@ -48,6 +48,11 @@ CATALOGUE = {
     "train-test-leakage": "identical examples in the training and test/validation sets",
     "labels-out-of-range": "labels outside the classes the model predicts",
     "class-imbalance": "one class much rarer than another",
+    "vanishing-activations": "the signal shrinks layer by layer in the forward pass",
+    "under-training": "the loss was still falling when training ended, far from done",
+    "over-regularised": "an L2 or weight-decay penalty pins the weights near zero",
+    "lr-schedule-collapse": "the learning-rate schedule drove the rate to about zero",
+    "below-baseline": "no better than a model that ignores its inputs",
 }
 
 # --- thresholds: units and dead/saturated --------------------------------
@@ -95,6 +100,11 @@ REFERENCE_SAMPLES = 5
 #: relative gradient ||g|| / ||w|| below float32's resolution (2^-23 = 1.2e-7):
 #: an SGD step with lr <= 1 cannot change such weights at all
 TINY_GRADIENT = 1.2e-7
+#: an update / weight ratio below half float32's resolution (2^-24) rounds away entirely
+FLOAT32_RESOLUTION = 2.0 ** -24
+#: a gradient norm growing from an early relative gradient below this is a dead signal
+#: coming back, not an explosion
+EXPLODING_MIN_EARLY = 1e-5
 #: samples that must all show a zero gradient before ``zero-gradients`` fires
 ZERO_GRADIENT_SAMPLES = 3
 
@@ -102,11 +112,11 @@ ZERO_GRADIENT_SAMPLES = 3
 
 #: update-to-weight ratio ||dw|| / ||w|| per step. About 1e-3 is healthy (Karpathy's
 #: rule of thumb, CS231n; healthy MLP runs here measure 5e-4 to 5e-3): the doctor flags
-#: ratios ten times above it when the loss or the units misbehave too, and a hundred
+#: ratios ten times above it when the loss or the units misbehave too, and ten
 #: times below it when the loss barely moves.
 HEALTHY_UPDATE_RATIO = 1e-3
 LR_HIGH_UPDATE_RATIO = 1e-2
-LR_LOW_UPDATE_RATIO = 1e-5
+LR_LOW_UPDATE_RATIO = 1e-4
 #: relative loss decrease below which "the loss barely moved" (lr-too-low, plateau)
 LOW_PROGRESS = 0.1
 #: the smoothed loss ends this many times above its minimum: divergence
@@ -146,13 +156,62 @@ SPIKE_UNDO = 0.25
 #: makes a lone "spike" every thousand steps or so, which is noise, not a pattern
 SPIKE_MIN_COUNT = 3
 SPIKE_MIN_RATE = 0.005
+#: a minibatch spike is instability, not a hard batch, only when it lasts: the median loss
+#: of the ``SPIKE_WINDOW`` steps after it stays this many robust standard deviations above
+#: the median before it (a batch of hard examples is followed by ordinary batches)
+SPIKE_LASTING_MAD = 2.0
 #: spikes are a warning while the loss is still high (progress below ``UNIT_PROGRESS``)
-#: or when they continue into the last quarter of training; otherwise a note
+#: or when they continue into the last quarter of training, and (minibatches) when the
+#: epoch loss or the validation loss rose by ``SPIKE_EPOCH_RISE`` in an epoch holding a
+#: spike; otherwise a note
+SPIKE_EPOCH_RISE = 0.05
 #: oscillation: in the second half of training, at least this fraction of the moves
 #: of the (epoch-smoothed) loss go up and as many go down, each larger than
 #: ``OSCILLATION_STEP`` of the initial loss, with little net change
 OSCILLATION_FRACTION = 0.3
 OSCILLATION_STEP = 0.01
+#: ... judged on at least this many moves (a run of a few steps shows no pattern)
+OSCILLATION_MIN_MOVES = 10
+
+# --- thresholds: the forward signal --------------------------------------------
+
+#: standard deviation of a hidden layer's outputs (over the batch and its units) below this
+#: fraction of the first hidden layer's: the signal dies on its way forward. Healthy
+#: He/Xavier-initialised stacks keep it within a factor of 3 at every depth here; weights
+#: of std 0.01 in 32-unit tanh layers divide it by about 18 per layer.
+SIGNAL_SHRINK = 1e-2
+
+# --- thresholds: the training budget, schedules and penalties --------------------
+
+#: the run ends still falling: over its last quarter the smoothed loss fell by more than
+#: this fraction, with most of its moves down ...
+UNDERTRAINED_FALL = 0.02
+UNDERTRAINED_DOWN_MOVES = 0.7
+#: ... while far from done: progress below this fraction of the way from the loss of an
+#: uninformed model, and (classification) accuracy less than this fraction of the way from
+#: the majority-class share to 100%
+UNDERTRAINED_PROGRESS = 0.5
+#: the scheduled learning rate fell below this fraction of its peak ...
+SCHEDULE_COLLAPSE = 1e-3
+#: ... before this fraction of the run (a cosine to zero gets there only at the very end)
+SCHEDULE_COLLAPSE_BEFORE = 0.5
+#: a penalty pins the weights: L2 or weight decay set, every weight matrix's norm fell below
+#: this fraction of its initial norm, and the loss made less than ``UNDERTRAINED_PROGRESS``
+OVERREG_SHRINK = 0.5
+#: the suggested penalty is the current one times this
+OVERREG_FACTOR = 0.01
+
+# --- thresholds: baselines -----------------------------------------------------------
+
+#: a classifier within this accuracy of the majority-class share (and at least
+#: ``BASELINE_SIGMAS`` binomial standard errors of it) learned nothing from the inputs
+BASELINE_ACCURACY_MARGIN = 0.02
+BASELINE_SIGMAS = 3.0
+#: a regression whose mean squared error is above this fraction of the targets' variance
+#: (the error of predicting their mean) learned nothing from the inputs
+BASELINE_REGRESSION = 0.9
+#: regression targets whose standard deviation or mean magnitude exceeds this are unscaled
+UNSCALED_TARGETS = 10.0
 
 # --- thresholds: generalisation and data ------------------------------------
 
@@ -180,6 +239,10 @@ FEATURE_SPREAD = 100.0
 IMBALANCE_RATIO = 10.0
 #: whole-model gradient check when custom parts exist, up to this many parameters
 GRADCHECK_MAX_PARAMS = 5000
+#: cause-without-symptom: a run that reached this training accuracy (or made
+#: ``UNIT_PROGRESS`` of the way from the uninformed loss) shows no symptom, so its
+#: causes (initial loss, input scaling) are notes
+TRAINED_ACCURACY = 0.99
 
 
 @dataclass

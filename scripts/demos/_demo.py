@@ -54,9 +54,10 @@ class Run:
 
     def __init__(self, model, x, y, *, loss="cross_entropy", optimizer="sgd", lr=0.1,
                  epochs=20, batch_size=32, validation_data=None, test_data=None, seed=0,
-                 callbacks=(), **fit_kwargs):
+                 callbacks=(), verify=True, **fit_kwargs):
+        # verify: when the doctor finds something, retrain copies with its fixes applied
         self.doctor = Doctor(data=(x, y), validation_data=validation_data,
-                             test_data=test_data, verbose=False)
+                             test_data=test_data, verbose=False, verify_fixes=verify)
         start = time.perf_counter()
         trainer = Trainer(model, loss=loss, optimizer=optimizer, lr=lr, seed=seed,
                               callbacks=[self.doctor, *callbacks])
@@ -110,15 +111,23 @@ def show(label: str, run: Run, *, ids=None, metric="accuracy", details=True) -> 
         print("  doctor: healthy - no problems found")
     for i, f in enumerate(findings):
         print(textwrap.fill(str(f), WIDTH, initial_indent="  doctor: ",
-                            subsequent_indent="          "))
+                            subsequent_indent="          ", break_on_hyphens=False))
         if details and (i == 0 or (ids and f.id in ids)):
             print(textwrap.fill("fix: " + f.fix, WIDTH, initial_indent="          ",
                                 subsequent_indent="               "))
+    for trial in run.report.trials:
+        print(textwrap.fill(str(trial), WIDTH, initial_indent="  verified: ",
+                            subsequent_indent="            ", break_on_hyphens=False))
+    if findings and run.report.recommendation is not None:
+        print(textwrap.fill(str(run.report.recommendation), WIDTH, initial_indent="  doctor: ",
+                            subsequent_indent="          "))
 
 
 def expect(run: Run, *ids: str) -> None:
-    """Fail loudly if the doctor did not name the failure this demo is about."""
-    missing = [i for i in ids if i not in run.report]
+    """Fail loudly if the doctor did not name the failure this demo is about (as a warning
+    or an error)."""
+    named = run.report.ids("warning")
+    missing = [i for i in ids if i not in named]
     if missing:
         raise SystemExit(f"demo failed: the doctor did not report {', '.join(missing)}")
 

@@ -8,9 +8,9 @@ from _demo import Run, digits, expect, header, healthy, show
 import nnx
 
 header("Deep sigmoid stack stuck at 0.69",
-       "Nine sigmoid layers on an even/odd task. Each sigmoid passes at most a quarter of the "
-       "gradient back, so the first layers receive almost none: the cost sits at ln 2 = 0.693, "
-       "the loss of a coin toss.")
+       "Eight sigmoid hidden layers on an even/odd task. Each sigmoid passes at most a quarter "
+       "of the gradient back, so the first layers receive almost none: the cost sits at "
+       "ln 2 = 0.693, the loss of a coin toss.")
 x, y, xt, yt = digits(binary=True)
 deep = [64] + [32] * 8 + [1]
 broken = Run(nnx.mlp(deep, activation="sigmoid"), x, y, loss="bce", lr=0.1, epochs=20,

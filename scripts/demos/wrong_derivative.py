@@ -3,7 +3,9 @@
     python scripts/demos/wrong_derivative.py
 """
 
-from _demo import Run, digits, expect, header, healthy, show
+import textwrap
+
+from _demo import WIDTH, Run, digits, expect, header, healthy, show
 from array_api_compat import array_namespace
 
 import nnx
@@ -31,7 +33,8 @@ try:
     nnx.define_activation("my_sigmoid", my_sigmoid, wrong_derivative, family="sigmoid",
                           output_range=(0.0, 1.0), register=False)
 except nnx.DerivativeMismatch as exc:
-    print(f"define_activation refuses it: {str(exc)[:150]}...")
+    print(textwrap.fill(f"define_activation refuses it: {exc}", WIDTH,
+                        subsequent_indent="  "))
 bad = nnx.define_activation("my_sigmoid", my_sigmoid, wrong_derivative, family="sigmoid",
                             output_range=(0.0, 1.0), register=False, check=False)
 good = nnx.define_activation("my_sigmoid", my_sigmoid, right_derivative, family="sigmoid",

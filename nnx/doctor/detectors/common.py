@@ -12,7 +12,8 @@ import numpy as np
 from ..trace import Trace
 
 __all__ = ["median", "smoothed_loss", "loss_summary", "relative", "update_ratio", "weights",
-           "lr_of", "lr_flag", "lr_action", "late", "first_sample_step"]
+           "lr_of", "lr_flag", "lr_action", "suggest_lr", "early_update_ratio", "late",
+           "first_sample_step"]
 
 
 def median(a) -> float:
@@ -91,16 +92,51 @@ def lr_of(trace: Trace) -> float | None:
     return lr
 
 
-def lr_flag(trace: Trace, factor: float) -> str:
-    """``"--lr 0.01"``: the run's learning rate times ``factor``, as a flag."""
-    lr = lr_of(trace)
-    return f"--lr {lr * factor:.3g}" if lr else "--lr <smaller>"
+def early_update_ratio(trace: Trace) -> float | None:
+    """Median over layers of the update/weight ratio at the first sampled steps (finite
+    values only): what the learning rate did before anything went wrong."""
+    from ..findings import REFERENCE_SAMPLES
+
+    vals = []
+    for _layer, j in weights(trace):
+        r = update_ratio(trace, j)
+        r = r[np.isfinite(r) & (r > 0)][:REFERENCE_SAMPLES]
+        if r.size:
+            vals.append(float(np.median(r)))
+    return float(np.median(vals)) if vals else None
 
 
-def lr_action(trace: Trace, factor: float) -> dict:
-    """``{"lr": ...}``: the run's learning rate times ``factor`` (empty when unknown)."""
+def suggest_lr(trace: Trace, factor: float, *, healthy: bool = False) -> float | None:
+    """The run's learning rate times ``factor`` (two significant digits).
+
+    With ``healthy``, the factor grows (or shrinks, for ``factor < 1``) to what would
+    bring the early update/weight ratio to ``HEALTHY_UPDATE_RATIO``: updates scale
+    with the learning rate, so that is the rate with healthy steps.
+    """
+    from ..findings import HEALTHY_UPDATE_RATIO
+
     lr = lr_of(trace)
-    return {"lr": float(f"{lr * factor:.3g}")} if lr else {}
+    if not lr:
+        return None
+    ratio = early_update_ratio(trace) if healthy else None
+    if ratio:
+        # within a thousandfold: the first update of a run that blows up overstates it
+        to_healthy = HEALTHY_UPDATE_RATIO / ratio
+        factor = (min(factor, max(to_healthy, 1e-3)) if factor < 1
+                  else max(factor, min(to_healthy, 1e3)))
+    return float(f"{lr * factor:.2g}")
+
+
+def lr_flag(trace: Trace, factor: float, *, healthy: bool = False) -> str:
+    """``"--lr 0.01"``: the learning rate :func:`suggest_lr` gives, as a flag."""
+    lr = suggest_lr(trace, factor, healthy=healthy)
+    return f"--lr {lr:g}" if lr else ("--lr <smaller>" if factor < 1 else "--lr <larger>")
+
+
+def lr_action(trace: Trace, factor: float, *, healthy: bool = False) -> dict:
+    """``{"lr": ...}``: the learning rate :func:`suggest_lr` gives (empty when unknown)."""
+    lr = suggest_lr(trace, factor, healthy=healthy)
+    return {"lr": lr} if lr else {}
 
 
 def late(n: int) -> slice:

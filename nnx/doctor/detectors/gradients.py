@@ -87,10 +87,11 @@ def detect_non_finite(trace: Trace) -> list[Finding]:
         "non-finite", "error", f"non-finite values from step {first}{at_loss}{where}",
         "A value overflowed float32 (above 3.4e38) or became NaN, usually because the "
         "learning rate is too high or gradients exploded; once NaN, every later step is NaN.",
-        f"Lower the learning rate ({lr_flag(trace, 0.1)}), clip gradients (--clip-norm 1.0, "
-        "or clip_norm=1.0 in the optimizer), or run the learning-rate range test (--lr-find).",
+        f"Lower the learning rate ({lr_flag(trace, 0.1, healthy=True)}), clip gradients "
+        "(--clip-norm 1.0, or clip_norm=1.0 in the optimizer), or run the learning-rate range "
+        "test (--lr-find).",
         layers=[culprit] if culprit else [], steps=sorted(set(steps)), evidence=evidence,
-        action=lr_action(trace, 0.1))]
+        action=lr_action(trace, 0.1, healthy=True))]
 
 
 def _fastest_growth(trace: Trace, before: int):
@@ -121,7 +122,9 @@ def _growth_hits(trace: Trace) -> list:
     for layer, j in weights(trace):
         g = trace.grad_norm[:, j]
         ref = median(g[:T.REFERENCE_SAMPLES])
-        if not ref > 0:
+        early_rel = median(relative(trace, j)[:T.REFERENCE_SAMPLES])
+        # growth from a gradient too small to learn anything is a dead signal coming back
+        if not ref > 0 or not early_rel >= T.EXPLODING_MIN_EARLY:
             continue
         later = g[T.REFERENCE_SAMPLES:]
         crossed = np.nonzero(np.isfinite(later) & (later > T.EXPLODING_GROWTH * ref))[0]
@@ -145,12 +148,13 @@ def detect_exploding(trace: Trace) -> list[Finding]:
             f"(first past {T.EXPLODING_GROWTH:g}x at step {step})",
             "The updates feed on themselves: each step makes the weights larger, which makes "
             "the next gradient larger. Usually a learning rate too high for the loss surface.",
-            f"Clip gradients (--clip-norm 1.0), lower the learning rate ({lr_flag(trace, 0.1)}),"
-            " or add batch normalisation (--batchnorm).",
+            "Lower the learning rate "
+            f"({lr_flag(trace, 0.1, healthy=True)}), clip gradients (--clip-norm 1.0), or add "
+            "batch normalisation (--batchnorm).",
             layers=[h[1] for h in hits], steps=[step],
             evidence={"growth": growth, "early_grad_norm": ref,
                       "layers_growth": {h[1]: h[2] for h in hits}},
-            action=lr_action(trace, 0.1)))
+            action=lr_action(trace, 0.1, healthy=True)))
     ratio, rel = depth_ratio(trace)
     if ratio is not None and ratio > T.EXPLODING_DEPTH_RATIO:
         last = rel[list(rel)[-1]]
@@ -194,9 +198,9 @@ def detect_vanishing(trace: Trace) -> list[Finding]:
         f"({len(blamed)} of {len(rel)} weight layers below {T.VANISHING_RATIO:g}x)",
         "The backward signal shrinks at every layer (a sigmoid passes at most 1/4 of it, "
         "a saturated tanh almost none), so the layers near the input barely learn.",
-        "Use ReLU-family hidden activations (--activation relu) with init='auto', fewer "
-        "layers, batch normalisation (--batchnorm), or an adaptive optimizer "
-        "(--optimizer adam).",
+        "Use ReLU-family hidden activations with He initialisation (--activation relu "
+        "--init auto), fewer layers, batch normalisation (--batchnorm), or an adaptive "
+        "optimizer (--optimizer adam).",
         layers=blamed, steps=[int(trace.sample_steps[0])],
         evidence={"first_to_last_ratio": ratio, "relative_gradients": rel,
                   "loss_progress": progress},
@@ -218,16 +222,28 @@ def detect_tiny(trace: Trace) -> list[Finding]:
     summary = loss_summary(trace)
     if not tiny or summary["final"] < 0.05 * summary["initial"]:
         return []  # tiny gradients at a minimum are expected
+    index = dict(ws)
+    updates = {k: median(update_ratio(trace, index[k])[tail]) for k in tiny}
+    moved = _how_far_updates_move(updates)
     return [Finding(
         "tiny-gradients", "warning" if summary["progress"] < 0.5 else "info",
         f"relative gradients below {T.TINY_GRADIENT:.2g} in {', '.join(tiny)} while the "
-        f"loss is still {summary['final']:.4g}",
-        "The gradient is smaller than float32 can add to the weights, so plain SGD cannot "
-        "change them: saturated units, vanishing gradients or a loss already flat here.",
-        "Check the saturated-units and vanishing-gradients findings; use ReLU hidden "
-        "layers with init='auto', or an adaptive optimizer (--optimizer adam).",
+        f"loss is still {summary['final']:.4g}; {moved}",
+        "Almost no gradient reaches these weights: saturated units, vanishing gradients, a "
+        "forward signal that died, or a loss already flat here.",
+        "Check the saturated-units, vanishing-gradients and vanishing-activations findings; "
+        "use ReLU hidden layers with init='auto', or an adaptive optimizer (--optimizer adam).",
         layers=tiny, steps=[int(trace.sample_steps[tail.start])],
-        evidence={"relative_gradients": rel})]
+        evidence={"relative_gradients": rel, "update_ratios": updates})]
+
+
+def _how_far_updates_move(updates: dict) -> str:
+    """What the measured update/weight ratios mean; float32 is blamed only when it is so."""
+    largest = max((v for v in updates.values() if math.isfinite(v)), default=math.nan)
+    if largest < T.FLOAT32_RESOLUTION:
+        return "their updates are below float32 resolution, so the weights do not change at all"
+    return (f"each update moves those weights by at most {largest:.2g} of their size, so "
+            "learning there would take millions of steps")
 
 
 def _last_samples(trace: Trace) -> slice:
@@ -272,9 +288,10 @@ def detect_stalled(trace: Trace) -> list[Finding]:
                 "Each update is too small to change a float32 weight (or exactly zero), so "
                 "the model is the same after every step and the cost stays identical.",
                 "Fix the cause named by the other findings (zero gradients, symmetric units, "
-                f"saturation); if there is none, raise the learning rate ({lr_flag(trace, 10)}).",
+                "saturation); if there is none, raise the learning rate "
+                f"({lr_flag(trace, 10, healthy=True)}).",
                 layers=stalled, steps=[int(trace.sample_steps[last.start])],
-                evidence={"update_ratios": ratios})]
+                evidence={"update_ratios": ratios}, action=lr_action(trace, 10, healthy=True))]
     flat = _flat_cost(trace)
     if not flat:
         return []

@@ -24,7 +24,10 @@ _UNSTABLE = {"non-finite", "loss-spikes", "loss-oscillation", "exploding-gradien
 _INIT_CAUSES = {"initial-loss-off", "unscaled-inputs", "symmetric-units"}
 #: causes that make updates small whatever the learning rate
 _BLOCKED = {"zero-gradients", "stalled-weights", "tiny-gradients", "symmetric-units",
-            "vanishing-gradients"}
+            "vanishing-gradients", "vanishing-activations", "lr-schedule-collapse",
+            "over-regularised"}
+#: causes of large relative updates that a lower learning rate does not fix
+_NOT_THE_RATE = {"over-regularised"}
 
 
 def median_update_ratio(trace: Trace):
@@ -37,10 +40,19 @@ def median_update_ratio(trace: Trace):
     return (float(np.median(vals)) if vals else None), ratios
 
 
-def _diverged(summary: dict) -> bool:
-    return (math.isfinite(summary["best"]) and summary["best"] > 0
-            and summary["final"] > T.DIVERGENCE_FACTOR * summary["best"]
-            and summary["final"] > summary["best"] + 0.05 * summary["initial"])
+def _diverged(trace: Trace, summary: dict) -> bool:
+    """The loss ended ``DIVERGENCE_FACTOR`` times above its best.
+
+    With minibatches and three epochs or more the epoch losses are compared (a mean
+    over the whole epoch, where a few hard batches cannot move the minimum);
+    otherwise the smoothed step losses.
+    """
+    best, final, initial = summary["best"], summary["final"], summary["initial"]
+    epochs = [e["loss"] for e in trace.epochs if math.isfinite(e.get("loss", math.nan))]
+    if not trace.meta.get("full_batch") and len(epochs) >= 3:
+        best, final = min(epochs), epochs[-1]
+    return (math.isfinite(best) and best > 0 and final > T.DIVERGENCE_FACTOR * best
+            and final > best + 0.05 * initial)
 
 
 def _init_issue(found: list[Finding], ids: set) -> set:
@@ -76,8 +88,10 @@ def _reasons_too_high(summary, ratio, ids, diverged, unstable) -> list[str]:
 
 
 def _too_high(trace, found, ids, summary, ratio, per_layer, evidence) -> list[Finding]:
-    diverged = _diverged(summary)
+    diverged = _diverged(trace, summary)
     unstable = bool(ids & _UNSTABLE)
+    if ids & _NOT_THE_RATE and "non-finite" not in ids:
+        return []
     if not (diverged or "non-finite" in ids or _big_updates_explain(ids, summary, ratio)):
         return []
     why = _reasons_too_high(summary, ratio, ids, diverged, unstable)
@@ -90,16 +104,18 @@ def _too_high(trace, found, ids, summary, ratio, per_layer, evidence) -> list[Fi
     severity = "info" if init_issue else (
         "error" if "non-finite" in ids or diverged else "warning")
     lr = lr_of(trace)
+    # a run that blew up says little about the rate that works: aim for healthy updates
+    far = "non-finite" in ids or diverged
     return [Finding(
         "lr-too-high", severity,
         "learning rate too high" + (f" (lr {lr:g})" if lr else "") + ": " + "; ".join(why),
         "Each step overshoots the minimum: the loss jumps, oscillates or diverges, and "
         "sigmoid/tanh units are pushed into saturation.",
-        f"Lower the learning rate about tenfold ({lr_flag(trace, 0.1)}), or find one with "
+        f"Lower the learning rate ({lr_flag(trace, 0.1, healthy=far)}), or find one with "
         "the range test: --lr-find (nnx.doctor.lr_find(model, loss, x, y)).",
         layers=[k for k, v in per_layer.items() if v > T.LR_HIGH_UPDATE_RATIO],
         steps=[int(trace.sample_steps[0])] if trace.sample_steps.size else [],
-        evidence=evidence, action=lr_action(trace, 0.1))]
+        evidence=evidence, action=lr_action(trace, 0.1, healthy=far))]
 
 
 def _too_low(trace, ids, summary, ratio, per_layer, evidence) -> list[Finding]:
@@ -110,20 +126,22 @@ def _too_low(trace, ids, summary, ratio, per_layer, evidence) -> list[Finding]:
     return [Finding(
         "lr-too-low", "warning",
         "learning rate too low" + (f" (lr {lr:g})" if lr else "")
-        + f": updates are {ratio:.2g} of the weights per step and the loss fell only "
-        f"{100 * summary['progress']:.1f}%",
-        "The steps are so small that training would need thousands of times more of them.",
-        f"Raise the learning rate about tenfold ({lr_flag(trace, 10)}), or find one with "
-        "the range test: --lr-find.",
+        + f": updates are {ratio:.2g} of the weights per step and the loss "
+        + (f"fell only {100 * summary['progress']:.1f}%" if summary["progress"] > 0
+           else "did not fall"),
+        "The steps are so small that training would need hundreds of times more of them.",
+        f"Raise the learning rate ({lr_flag(trace, 10, healthy=True)}: updates of about "
+        f"{T.HEALTHY_UPDATE_RATIO:g} of the weights), or find one with the range test: "
+        "--lr-find.",
         layers=list(per_layer), steps=[int(trace.sample_steps[0])], evidence=evidence,
-        action=lr_action(trace, 10))]
+        action=lr_action(trace, 10, healthy=True))]
 
 
 def detect_learning_rate(trace: Trace, found: list[Finding]) -> list[Finding]:
     """Learning rate too high or too low; ``found`` are the findings of the other detectors."""
     ratio, per_layer = median_update_ratio(trace)
     summary = loss_summary(trace)
-    ids = {f.id for f in found}
+    ids = {f.id for f in found if f.severity != "info"}  # notes are not symptoms
     evidence = {"lr": lr_of(trace), "median_update_ratio": ratio, "update_ratios": per_layer,
                 "healthy_update_ratio": T.HEALTHY_UPDATE_RATIO,
                 "loss_initial": summary["initial"], "loss_best": summary["best"],

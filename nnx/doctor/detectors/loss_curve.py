@@ -58,8 +58,12 @@ def loss_spikes(trace: Trace) -> np.ndarray:
     the previous ``SPIKE_WINDOW`` steps and that falls back below ``1/SPIKE_FACTOR``
     of its peak within the next ``SPIKE_WINDOW`` steps (a transient, not a
     divergence). With minibatches, the loss of one batch is noisy, so it must also
-    exceed the median by ``SPIKE_MAD`` robust standard deviations and undo
-    ``SPIKE_UNDO`` of the progress made so far; full-batch losses have no noise.
+    exceed the median by ``SPIKE_MAD`` robust standard deviations, undo
+    ``SPIKE_UNDO`` of the progress made so far, and last: the median of the
+    next ``SPIKE_WINDOW`` steps stays ``SPIKE_LASTING_MAD`` robust standard
+    deviations above the median before it. A batch that happens to hold hard
+    examples is followed by ordinary batches; a step that damaged the weights is
+    not. Full-batch losses have no sampling noise.
     """
     loss = trace.loss
     w = T.SPIKE_WINDOW
@@ -78,18 +82,39 @@ def loss_spikes(trace: Trace) -> np.ndarray:
         after = np.nanmin(ahead, axis=1)
         spike = (x > T.SPIKE_FACTOR * med) & (after < x / T.SPIKE_FACTOR)
         if not trace.meta.get("full_batch"):
-            spike &= _beyond_batch_noise(finite, windows, med, x)
+            spike &= _beyond_batch_noise(finite, windows, med, x, ahead)
     return np.nonzero(spike)[0] + w
 
 
-def _beyond_batch_noise(finite, windows, med, x):
-    """Minibatch spikes must stand out of the batch-to-batch spread and undo progress."""
+def _beyond_batch_noise(finite, windows, med, x, ahead):
+    """Minibatch spikes must stand out of the batch-to-batch spread, undo progress and
+    last beyond the spiking batch."""
     w = T.SPIKE_WINDOW
     mad = np.nanmedian(np.abs(windows - med[:, None]), axis=1) * 1.4826
     start = float(np.nanmax(finite[:w]))
     best_so_far = np.fmin.accumulate(np.where(np.isfinite(finite), finite, np.inf))
     progress = np.maximum(start - best_so_far[w - 1:-1], 0.0)
-    return (x > med + T.SPIKE_MAD * mad) & (x - med > T.SPIKE_UNDO * progress)
+    lasting = np.nanmedian(ahead, axis=1) > med + T.SPIKE_LASTING_MAD * mad
+    return (x > med + T.SPIKE_MAD * mad) & (x - med > T.SPIKE_UNDO * progress) & lasting
+
+
+def _epoch_effect(trace: Trace, steps) -> bool:
+    """Whether the epoch loss or the validation loss rose by ``SPIKE_EPOCH_RISE`` in an
+    epoch holding one of ``steps`` (always True for full-batch runs: a step is an epoch)."""
+    per_epoch = int(trace.meta.get("steps_per_epoch") or 0)
+    logs = trace.epochs
+    if trace.meta.get("full_batch") or per_epoch <= 0 or len(logs) < 2:
+        return True
+    first_step = int(trace.loss_steps[0])
+    spiky = {(int(s) - first_step) // per_epoch for s in steps}
+    for key in ("loss", "val_loss"):
+        values = [e.get(key) for e in logs]
+        for i in range(1, len(values)):
+            before, now = values[i - 1], values[i]
+            if i in spiky and before is not None and now is not None and (
+                    now > (1 + T.SPIKE_EPOCH_RISE) * before):
+                return True
+    return False
 
 
 def spike_events(spikes: np.ndarray) -> np.ndarray:
@@ -107,9 +132,11 @@ def detect_spikes(trace: Trace) -> list[Finding]:
     big = float(np.max(trace.loss[spikes]))
     late = bool(np.any(events >= 0.75 * trace.n_steps))
     settled = loss_summary(trace)["progress"] >= T.UNIT_PROGRESS and not late
+    felt = _epoch_effect(trace, steps)
+    note = "" if felt else "; the epoch and validation losses kept falling through them"
     return [Finding(
-        "loss-spikes", "info" if settled else "warning",
-        f"{events.size} loss spikes (up to {big:.4g}), first at step {int(steps[0])}",
+        "loss-spikes", "info" if settled or not felt else "warning",
+        f"{events.size} loss spikes (up to {big:.4g}), first at step {int(steps[0])}{note}",
         "Single steps that throw away a good part of the progress: the step size is too "
         "large for the sharpest direction of the loss surface (common with full-batch "
         "gradient descent at a high learning rate).",
@@ -127,7 +154,7 @@ def detect_spikes(trace: Trace) -> list[Finding]:
 def detect_oscillation(trace: Trace) -> list[Finding]:
     steps, s = smoothed_loss(trace)
     start = loss_summary(trace)["initial"]
-    if s.size < 8 or not start > 0:
+    if s.size < 2 * T.OSCILLATION_MIN_MOVES or not start > 0:
         return []
     half = s[s.size // 2:]
     d = np.diff(half)

@@ -6,12 +6,15 @@ They read the per-unit activity windows of the :class:`~nnx.doctor.trace.Trace`
 
 from __future__ import annotations
 
+import math
+
 from .. import findings as T
 from ..findings import Finding
 from ..trace import Trace
-from .common import loss_summary, lr_action, lr_flag
+from .common import loss_summary, lr_action, lr_flag, median
 
-__all__ = ["detect_units", "detect_dead", "detect_saturated"]
+__all__ = ["detect_units", "detect_dead", "detect_saturated", "detect_vanishing_activations",
+           "signal_stds"]
 
 #: a window needs this many rows before its counts are read at all
 _MIN_WINDOW_ROWS = min(T.DEAD_MIN_ROWS, 64)
@@ -127,5 +130,61 @@ def detect_saturated(trace: Trace) -> list[Finding]:
 
 
 def detect_units(trace: Trace) -> list[Finding]:
-    """Dead ReLU units and saturated sigmoid/tanh units, per layer, over recent windows."""
-    return detect_dead(trace) + detect_saturated(trace)
+    """Dead ReLU units and saturated sigmoid/tanh units, per layer, over recent windows, and
+    a forward signal that dies with depth."""
+    return detect_dead(trace) + detect_saturated(trace) + detect_vanishing_activations(trace)
+
+
+# --- the forward signal -----------------------------------------------------------------
+
+def signal_stds(trace: Trace, part: slice) -> list[float]:
+    """Median standard deviation of each monitored layer's outputs over the samples ``part``.
+
+    The std is over the batch and the layer's units together (``Trace.act`` column
+    ``a_std``): how much the signal varies when it leaves the layer.
+    """
+    return [median(trace.act[part, li, 3]) for li in range(len(trace.layers))]
+
+
+def detect_vanishing_activations(trace: Trace) -> list[Finding]:
+    """The output std of the hidden layers falls by ``1/SIGNAL_SHRINK`` from the first one.
+
+    With small initial weights every layer multiplies the signal by about
+    ``std(w) * sqrt(fan_in)``; below 1 it shrinks geometrically with depth, the
+    last layers output the same value for every input, and the gradients of all
+    layers become uniformly tiny (so comparing them between layers sees nothing).
+    Read at the first sampled step: the state the initialisation left.
+    """
+    s = trace.sample_steps.size
+    if len(trace.layers) < 2 or s == 0:
+        return []
+    # the first step's forward pass, before any update: once the biases learn, units differ
+    # by their offsets alone and the spread over units no longer measures the signal
+    early = signal_stds(trace, slice(0, 1))
+    first = early[0]
+    if not (math.isfinite(first) and first > 0):
+        return []
+    low = [(u, v) for u, v in zip(trace.layers[1:], early[1:])
+           if math.isfinite(v) and v < T.SIGNAL_SHRINK * first]
+    if not low:
+        return []
+    last_std = signal_stds(trace, slice(s - max(1, s // 4), s))
+    progress = loss_summary(trace)["progress"]
+    worst = min(v for _, v in low)
+    return [Finding(
+        "vanishing-activations", "warning" if progress < T.UNDERTRAINED_PROGRESS else "info",
+        f"the signal dies in the forward pass: the output std falls from {first:.2g} in "
+        f"{trace.layers[0].label} to {worst:.2g} ({first / max(worst, 1e-300):.3g}x smaller) "
+        f"by {low[-1][0].label}, so the last layers output nearly the same value for every "
+        "input",
+        "Each layer multiplies the spread of its inputs by about std(w) * sqrt(fan_in); with "
+        "initial weights too small that factor is below 1, the signal shrinks geometrically "
+        "with depth, and every layer's gradient becomes tiny together.",
+        "Initialise for the activation: init='auto' (--init auto: Xavier for tanh/sigmoid, "
+        "He for ReLU), or add batch normalisation (--batchnorm).",
+        layers=[u.owner for u, _ in low], steps=[int(trace.sample_steps[0])],
+        evidence={"output_std_first_layer": first,
+                  "output_std": {u.owner: v for u, v in zip(trace.layers, early)},
+                  "output_std_at_end": {u.owner: v for u, v in zip(trace.layers, last_std)},
+                  "loss_progress": progress},
+        action={"init": "auto"})]
