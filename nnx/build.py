@@ -22,6 +22,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import settings as settings_mod
 from .errors import USER_ERRORS, CheckpointError, ConfigError, DataError
@@ -44,6 +45,8 @@ class Plan:
     settings: dict
     checkpoint: str | None
     backend: object
+    #: the processes of the run (:mod:`nnx.distributed`); one process: ``size == 1``
+    comm: object = None
 
 
 @dataclass
@@ -80,7 +83,16 @@ def plan(flags: dict, config=None, resume=None) -> Plan:
         if given is not None and os.path.abspath(given) != values["out"]:
             warnings.warn(f"--out is ignored with --resume: the run continues in "
                           f"{values['out']}", stacklevel=2)
-    return Plan(resolved, values, checkpoint, backends.get(values["device"]))
+    from .distributed import connect, device_for_rank
+
+    comm = connect(values["distributed"], values["device"])
+    return Plan(resolved, values, checkpoint,
+                backends.get(device_for_rank(values["device"], comm)), comm)
+
+
+def _root(p: Plan) -> bool:
+    """Whether this process writes the run's files (rank 0, or the only process)."""
+    return p.comm is None or p.comm.rank == 0
 
 
 def resume_source(path) -> tuple[dict, str]:
@@ -119,6 +131,10 @@ def open_run_dir(p: Plan):
     from .run_dir import RunDir
 
     out = p.settings["out"] or default_out(p.settings["dataset"])
+    if p.comm is not None and p.comm.size > 1:
+        out = p.comm.bcast_object(out)  # rank 0's: a default name depends on the time
+        if not _root(p):  # only rank 0 touches the directory
+            return RunDir(Path(out))
     return RunDir.create(out, resume=p.checkpoint is not None)
 
 
@@ -211,7 +227,7 @@ def check_fits_in_memory(sizes, settings: dict, n_train: int, limit: int | None 
 
 
 def build_trainer(settings: dict, model, loss, backend, out, ds, *, resume: bool = False,
-                  quiet: bool = False, say=None) -> tuple[object, list]:
+                  quiet: bool = False, say=None, comm=None) -> tuple[object, list]:
     """The Trainer and its callbacks: progress bar (unless ``quiet``), the metrics loggers and
     the checkpoint in ``out``, the learning-rate schedule, early stopping and the doctor
     (its messages go to ``say``)."""
@@ -231,7 +247,9 @@ def build_trainer(settings: dict, model, loss, backend, out, ds, *, resume: bool
     opt = get_optimizer(s["optimizer"], lr=s["lr"], momentum=s["momentum"],
                         weight_decay=s["weight_decay"] or None, l2=s["l2"],
                         clip_norm=s["clip_norm"])
-    trainer = Trainer(model, loss, opt, device=backend, seed=s["seed"], dtype=s["dtype"])
+    trainer = Trainer(model, loss, opt, device=backend, seed=s["seed"], dtype=s["dtype"],
+                      distributed="off" if comm is None else comm,
+                      sync_batchnorm=s["sync_batchnorm"])
     callbacks = [] if quiet else [ProgressBar()]
     callbacks += [CSVLogger(out.metrics_csv, append=resume),
                   JSONLinesLogger(out.metrics_jsonl, append=resume),
@@ -253,7 +271,7 @@ def build_trainer(settings: dict, model, loss, backend, out, ds, *, resume: bool
     return trainer, callbacks
 
 
-def check_resumable(path, model, ds, epochs: int, run_path) -> None:
+def check_resumable(path, model, ds, epochs: int, run_path, ranks: int = 1) -> None:
     """Refuse a damaged checkpoint, or one of another architecture, before the run
     directory's config.json is rewritten: a mistaken --resume must leave the run resumable.
     Data of another shape is named as such; a finished run is warned about (more --epochs)."""
@@ -277,6 +295,9 @@ def check_resumable(path, model, ds, epochs: int, run_path) -> None:
             f"{ds.name} needs {model.n_out}; resume with the data and --loss it was trained "
             "with, or start a new run with another --out")
     check_architecture(model, meta["architecture"], path)
+    from .distributed.parallel import check_world_size
+
+    check_world_size(meta, ranks, path)
     done = meta.get("epoch")
     if isinstance(done, numbers.Integral) and done >= epochs and meta.get("resume_point") is None:
         warnings.warn(f"nothing to train: {run_path} has already trained {done} of {epochs} "
@@ -292,18 +313,26 @@ def prepare(p: Plan, out, *, quiet: bool = False, say=None) -> Run:
     the learning-rate range test when asked, then write ``config.json``: nothing is written
     before every check has passed."""
     from . import data as datamod
+    from .trained import with_run_preprocessing
 
     s = p.settings
-    ds = datamod.load(s["dataset"], data_dir=s["data_dir"], seed=s["seed"], quiet=quiet)
+    several = p.comm is not None and p.comm.size > 1
+    if several and not _root(p):
+        p.comm.barrier()  # rank 0 downloads first; the others then read its cached files
+    ds = datamod.load(s["dataset"], data_dir=s["data_dir"], seed=s["seed"], quiet=quiet,
+                      task=s["task"])
+    if several and _root(p):
+        p.comm.barrier()
+    model, loss = build_model(s, ds)  # it carries its preprocessing; ds: what the model sees
+    model, ds = with_run_preprocessing(model, loss, ds, standardize=s["standardize"],
+                                       trained_on={"dataset": s["dataset"], "seed": s["seed"]})
     x_train, x_test = ds.x_train, ds.x_test
-    if s["standardize"]:
-        x_train, x_test = standardize(x_train, x_test)
-    model, loss = build_model(s, ds)
     resume = p.checkpoint is not None
     trainer, callbacks = build_trainer(s, model, loss, p.backend, out, ds, resume=resume,
-                                       quiet=quiet, say=say)
+                                       quiet=quiet, say=say, comm=p.comm)
     if resume:
-        check_resumable(p.checkpoint, trainer.model, ds, s["epochs"], out.path)
+        check_resumable(p.checkpoint, trainer.model, ds, s["epochs"], out.path,
+                        ranks=p.comm.size)
     run = Run(p, out, ds, x_train, x_test, model, loss, trainer, callbacks)
     if s["doctor"]:
         from .doctor import Doctor
@@ -311,7 +340,9 @@ def prepare(p: Plan, out, *, quiet: bool = False, say=None) -> Run:
         run.doctor = next((c for c in callbacks if isinstance(c, Doctor)), None)
     if s["lr_find"] and not resume:
         run.lr_found = _lr_find(run)
-    out.write_config(p.resolved, extra={"backend": p.backend.describe(), "dataset": repr(ds)})
+    if _root(p):
+        out.write_config(p.resolved, extra={"backend": p.backend.describe(),
+                                            "dataset": repr(ds)})
     return run
 
 
@@ -322,7 +353,7 @@ def _lr_find(run: Run):
     s, resolved = run.plan.settings, run.plan.resolved
     result = lr_find(run.trainer.model, run.loss, run.x_train, run.dataset.y_train,
                      optimizer=s["optimizer"], seed=s["seed"],
-                     plot=str(run.out.path / "lr_find.png"))
+                     plot=str(run.out.path / "lr_find.png") if _root(run.plan) else None)
     if resolved["lr"]["source"] in ("default", "dataset"):
         run.trainer.optimizer.lr = float(result.suggestion)
         resolved["lr"] = {"value": float(result.suggestion), "source": "lr range test"}
@@ -341,7 +372,7 @@ def train(run: Run):
                                    batch_size=s["batch_size"], validation_split=s["val_split"],
                                    callbacks=run.callbacks, resume=run.plan.checkpoint)
     except USER_ERRORS as exc:
-        if run.doctor is not None:
+        if run.doctor is not None and _root(run.plan):
             run.doctor.finish(error=exc)
         raise
 
@@ -350,7 +381,8 @@ def save_interrupted(run: Run) -> None:
     """Checkpoint a run stopped by an interrupt, so that a resume continues at the next step."""
     from .checkpoint import save_checkpoint
 
-    save_checkpoint(run.out.checkpoint, run.trainer)
+    if _root(run.plan):
+        save_checkpoint(run.out.checkpoint, run.trainer)
 
 
 def finish(run: Run, history, elapsed: float) -> dict:
@@ -359,7 +391,9 @@ def finish(run: Run, history, elapsed: float) -> dict:
     from .checkpoint import model_is_finite, save
 
     trainer, ds, backend = run.trainer, run.dataset, run.plan.backend
-    test = trainer.evaluate(run.x_test, ds.y_test)
+    if not _root(run.plan):  # the same model as rank 0's, which writes it
+        return {}
+    test = trainer.model.evaluate(run.x_test, ds.y_test, prepared=True)  # target's own units
     if model_is_finite(trainer.model):
         save(trainer.model, run.out.model)
     history.plot(run.out.curves, title=f"{ds.name} on {backend.label}")

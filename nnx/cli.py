@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     parser.error = lambda message: _usage_error(parser, message)  # type: ignore[method-assign]
     args = parser.parse_args(argv)
-    _STATE["out"] = None
+    _STATE.update(out=None, comm=None, silent=False)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")  # each warning once per place, one line each
@@ -107,8 +107,7 @@ def main(argv=None) -> int:
     except USER_ERRORS as exc:
         if args.debug:
             raise
-        _say(f"error: {_one_line(exc)}")
-        return getattr(exc, "exit_code", EXIT_USER)
+        return _failed(exc, f"error: {_one_line(exc)}", getattr(exc, "exit_code", EXIT_USER))
     except KeyboardInterrupt:
         _say(_aborted_message())
         return EXIT_INTERRUPTED
@@ -121,9 +120,31 @@ def main(argv=None) -> int:
     except Exception as exc:  # a bug: say so, briefly
         if args.debug:
             raise
-        _say(f"internal error: {type(exc).__name__}: {_one_line(exc)} -- this is a bug in nnx; "
-             "rerun with --debug for the traceback and report it")
-        return EXIT_BUG
+        return _failed(exc, f"internal error: {type(exc).__name__}: {_one_line(exc)} -- this "
+                       "is a bug in nnx; rerun with --debug for the traceback and report it",
+                       EXIT_BUG)
+
+
+def _failed(exc, line: str, code: int) -> int:
+    """Report a failure once. With several processes every other one hears of it and stops
+    (:meth:`~nnx.distributed.Communicator.notify_failure`); rank 0 prints the one line,
+    another rank only when rank 0 never answers (and then ends the job)."""
+    from .distributed import launched_rank
+
+    comm = _STATE.get("comm")
+    if comm is None and launched_rank() != 0:
+        return code  # under mpiexec, before the ranks connected: rank 0 says it for all
+    if comm is None or comm.size == 1:
+        _say(line)
+        return code
+    comm.notify_failure(exc)
+    if comm.rank == 0:
+        _say(line)
+    elif not comm.wait_for_root():
+        _STATE["silent"] = False
+        _say(f"{line} (rank {comm.rank} of {comm.size})")
+        comm.abort(code)
+    return code
 
 
 def _usage_error(parser, message):
@@ -146,6 +167,8 @@ def _one_line(exc) -> str:
 
 
 def _say(text: str) -> None:
+    if _STATE.get("silent"):  # ranks other than 0 of a run on several processes
+        return
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
 
@@ -162,10 +185,16 @@ def run(args) -> int:
 
     flags = {s.name: getattr(args, s.name) for s in settings_mod.SETTINGS}
     plan = build.plan(flags, args.config, args.resume)
+    _STATE["comm"] = plan.comm
+    if plan.comm.rank != 0:  # rank 0 alone prints; the others report through it
+        _STATE["silent"] = True
+        warnings.simplefilter("ignore")
     out = build.open_run_dir(plan)
     _STATE["out"] = out
     try:
-        return _train(args, plan, out)
+        code = _train(args, plan, out)
+        plan.comm.close()
+        return code
     except BaseException:
         out.discard_if_unused()  # a run that failed before writing leaves no empty directory
         raise
@@ -177,10 +206,15 @@ def _train(args, plan, out) -> int:
     run_ = build.prepare(plan, out, quiet=args.quiet, say=_say)
     if run_.lr_found is not None:
         _say(str(run_.lr_found))
+    where = plan.backend.describe()
+    if plan.comm.size > 1:  # every rank, its device and process
+        members = plan.comm.members(plan.backend.label)
+        where = (f"{plan.comm.size} ranks over {plan.comm.describe()}: "
+                 + ", ".join(m.describe() for m in members))
     if not args.quiet:
-        _say(f"nnx: {run_.dataset!r} on {plan.backend.describe()}; run directory {out.path}")
+        _say(f"nnx: {run_.dataset!r} on {where}; run directory {out.path}")
     trainer = run_.trainer
-    stop = _install_interrupt(trainer)
+    stop = _install_interrupt(trainer, terminate=plan.comm.size > 1)
     t0 = time.perf_counter()
     try:
         history = build.train(run_)
@@ -188,7 +222,7 @@ def _train(args, plan, out) -> int:
         stop()
     elapsed = time.perf_counter() - t0
     if trainer.interrupted_at is not None:
-        build.save_interrupted(run_)
+        build.save_interrupted(run_)  # by rank 0
         _say(f"interrupted at epoch {trainer.interrupted_at['epoch'] + 1}, step {trainer.step}; "
              f"checkpoint saved. Resume with:\n  {_resume_command(out.path)}")
         return EXIT_INTERRUPTED
@@ -207,11 +241,22 @@ def _aborted_message() -> str:
     return "aborted by Ctrl-C before any checkpoint was written"
 
 
-def _install_interrupt(trainer):
-    """First Ctrl-C: finish the step, checkpoint, exit 130. A second one aborts."""
+def _install_interrupt(trainer, terminate: bool = False):
+    """First Ctrl-C: finish the step, checkpoint, exit 130. A second one aborts. With
+    ``terminate`` (several processes: ``mpiexec`` passes SIGTERM on to every rank) SIGTERM
+    does what the first Ctrl-C does."""
     if not hasattr(signal, "SIGINT"):
         return lambda: None
     previous = signal.getsignal(signal.SIGINT)
+    if terminate and hasattr(signal, "SIGTERM"):
+        before = signal.getsignal(signal.SIGTERM)
+        def terminate(signum, frame):
+            _say("\nterminated: finishing the current step, then saving a checkpoint")
+            trainer.request_interrupt()
+
+        signal.signal(signal.SIGTERM, terminate)
+        undo = _install_interrupt(trainer)
+        return lambda: (undo(), signal.signal(signal.SIGTERM, before))
 
     def handler(signum, frame):
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -234,6 +279,9 @@ def _resume_command(path) -> str:
         head = f"{shlex.quote(sys.executable)} {shlex.quote(argv0)}"
     else:  # the installed console script
         head = shlex.quote(os.path.basename(argv0)) if argv0 else "nnx"
+    comm = _STATE.get("comm")
+    if comm is not None and comm.size > 1:  # the same number of ranks
+        head = f"mpiexec -n {comm.size} {head}"
     return f"{head} --resume {shlex.quote(str(path))}"
 
 
@@ -242,7 +290,7 @@ def _finish(run_, history, elapsed, args) -> int:
     from . import build
 
     summary = build.finish(run_, history, elapsed)
-    if not args.quiet:
+    if summary and not args.quiet:  # empty on ranks other than 0, which write nothing
         metric = next(k for k in summary if k.startswith("test_") and k != "test_loss")
         _say(f"done in {elapsed:.1f} s on {summary['device']}: best epoch "
              f"{summary['best_epoch']} of {summary['epochs_run']}, {metric.replace('_', ' ')} "

@@ -54,10 +54,9 @@ def fault(out, mode, timeout="3"):
     numpy = backends.get("numpy")
     x = np.ones(8)
     comm.allreduce_(x, numpy)
-    if comm.rank == 0:
-        _write(comm, out + ".pids", {"pids": [m["pid"] for m in comm.members("numpy")]})
-    else:
-        comm.members("numpy")
+    pids = [m["pid"] for m in comm.members("numpy")]
+    _write(comm, out + ".pids", {"pids": pids})
+    comm.barrier()  # the file is there before rank 1 fails
     start = time.monotonic()
     try:
         if comm.rank == 1:

@@ -21,7 +21,7 @@ from .comm import Communicator, Member, SingleProcess
 from .parallel import DataParallel
 
 __all__ = ["Communicator", "SingleProcess", "Member", "DataParallel", "connect", "launched_size",
-           "device_for_rank", "ENGINES"]
+           "launched_rank", "device_for_rank", "ENGINES"]
 
 ENGINES = ("auto", "off", "mpi", "nccl")
 
@@ -38,6 +38,24 @@ def launched_size() -> int:
         if value.isdigit() and int(value) > 0:
             return int(value)
     return 1
+
+
+def launched_rank() -> int:
+    """This process's rank as the MPI launcher announced it (0 when there is none)."""
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def _resolved(device):
+    """``device`` with ``auto`` decided (``cuda`` when CuPy has a usable GPU, else ``cpu``)."""
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        from .. import backends
+
+        return "cuda" if backends.get("auto").name == "cupy" else "cpu"
+    return device
 
 
 def _is_cuda(device) -> bool:
@@ -63,6 +81,7 @@ def connect(engine="auto", device="cpu", *, timeout: float = 300.0) -> Communica
     size = launched_size()
     if engine == "off" or (engine == "auto" and size == 1):
         return SingleProcess()
+    device = _resolved(device)
     if engine == "auto":
         engine = "nccl" if _is_cuda(device) else "mpi"
     if engine == "nccl" and not _is_cuda(device):
@@ -79,8 +98,30 @@ def connect(engine="auto", device="cpu", *, timeout: float = 300.0) -> Communica
     else:
         comm = MPICommunicator(timeout=timeout)
     _watch_uncaught(comm)
+    _share_cores(comm)
     _connected[engine] = comm
     return comm
+
+
+def _share_cores(comm: Communicator) -> None:
+    """Give each rank on a host its share of the cores for BLAS: K ranks each running as
+    many BLAS threads as there are cores make every step many times slower. An explicit
+    OMP_NUM_THREADS or OPENBLAS_NUM_THREADS is left alone."""
+    if comm.local_size == 1 or any(os.environ.get(v) for v in (
+            "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")):
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    share = max(1, (cores or 1) // comm.local_size)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import warnings
+
+        warnings.warn(f"{comm.local_size} ranks share this host's {cores} cores and each may "
+                      f"start {cores} BLAS threads; install threadpoolctl (it comes with the mpi "
+                      f"extra) or set OMP_NUM_THREADS={share}", stacklevel=3)
+        return
+    threadpool_limits(share)
 
 
 def device_for_rank(device, comm: Communicator):
@@ -89,10 +130,15 @@ def device_for_rank(device, comm: Communicator):
     With several ranks on a host each takes its own GPU; a host with fewer GPUs
     than ranks, or one ``cuda:N`` named for several ranks, is a DistributedError.
     """
+    if comm.size == 1:
+        return device
+    device = _resolved(device)
     label = getattr(device, "label", device)
-    if comm.size == 1 or not _is_cuda(device):
+    if not _is_cuda(device):
         return device
     parts = label.strip().lower().split(":")
+    if len(parts) > 1 and parts[1] == str(comm.local_rank):
+        return device  # already this rank's GPU
     if len(parts) > 1 and comm.local_size > 1:
         raise ConfigError(f"--device {label} names one GPU for {comm.local_size} ranks on this "
                           "host; use --device cuda and each rank takes GPU <local rank>")

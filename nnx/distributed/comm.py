@@ -90,6 +90,10 @@ class Communicator:
         ``timeout``) until rank 0 has heard of the failure; False if it never did."""
         return True
 
+    def close(self) -> None:
+        """At the end of a run, on rank 0: a rank that failed after the last collective
+        then stops waiting for rank 0 to hear of it."""
+
     def abort(self, code: int = 1) -> None:
         """End every rank now with exit status ``code``."""
         raise SystemExit(code)

@@ -96,7 +96,8 @@ class MPICommunicator(Communicator):
         start = time.monotonic()
         pause = 0.0
         while not ready():
-            self._check_failures()
+            if self._check_failures(ready):
+                return
             waited = time.monotonic() - start
             if waited > self.timeout:
                 self._stuck(what)
@@ -104,11 +105,17 @@ class MPICommunicator(Communicator):
                 pause = min(max(pause * 2, 5e-5), 2e-3)
                 time.sleep(pause)
 
-    def _check_failures(self) -> None:
+    def _check_failures(self, ready=None) -> bool:
+        """Raise RankFailed if another rank reported a failure, unless ``ready()`` says the
+        collective completed meanwhile (True: the report waits for the next collective,
+        so a rank that is about to fail the same way reports its own error)."""
         status = self.MPI.Status()
         if self._ctl.Iprobe(source=self.MPI.ANY_SOURCE, tag=_TAG_FAIL, status=status):
+            if ready is not None and ready():
+                return True
             info = self._ctl.recv(source=status.Get_source(), tag=_TAG_FAIL)
             raise RankFailed(info["message"], rank=info["rank"], exit_code=info["exit_code"])
+        return False
 
     def _send_all(self, obj, tag: int) -> None:
         for dest in range(self.size):
@@ -216,7 +223,6 @@ class MPICommunicator(Communicator):
         return False
 
     def close(self) -> None:
-        """On rank 0 at the end of a run: lets a failing rank know no answer will come."""
         if self.rank == 0 and self.size > 1:
             self._send_all(None, _TAG_DONE)
 

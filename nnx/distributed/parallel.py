@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import CheckpointError, ConfigError, DistributedError
 from .comm import Communicator
 
-__all__ = ["DataParallel", "BatchSync", "rank_seed"]
+__all__ = ["DataParallel", "BatchSync", "rank_seed", "check_world_size"]
 
 
 def rank_seed(seed: int, rank: int, index: int) -> int:
@@ -60,6 +60,16 @@ class BatchSync:
         return self.comm.allreduce_(xp.asarray(a, copy=True), self.backend)
 
 
+def check_world_size(meta, size: int, source) -> None:
+    """CheckpointError unless the checkpoint metadata ``meta`` was saved by ``size`` ranks."""
+    saved = meta.get("world_size", 1) if isinstance(meta, dict) else 1
+    if saved != size:
+        raise CheckpointError(
+            f"{source} was written by a run on {saved} rank(s), this one has {size}; resume "
+            f"it with the same count (mpiexec -n {saved} ...): the batch split, the dropout "
+            "streams and the batch statistics depend on the number of ranks")
+
+
 def _crc(a) -> int:
     a = np.ascontiguousarray(a)
     return zlib.crc32(a.view(np.uint8).reshape(-1)) if a.size else 0
@@ -79,6 +89,8 @@ class DataParallel:
         self.sync_batchnorm = bool(sync_batchnorm)
         self.syncs: list[BatchSync] = []
         self.rank_rngs: list | None = None  # every rank's dropout states, at the last gather
+        self.rank_sums: list | None = None  # every rank's metric sums, at an interruption
+        self._resume_sums: list | None = None
         self._layout: list | None = None
         #: set by each step's all-reduce: some rank asked to stop (Ctrl-C, SIGTERM)
         self.stop = False
@@ -298,6 +310,29 @@ class DataParallel:
                                               dtype=old.dtype, device=_device(old))
         sums.seen = int(totals[-1])
 
+    def interrupted(self, trainer, sums) -> None:
+        """Training stops inside an epoch: gather every rank's metric sums so far and its
+        dropout states, so that a resume continues each rank exactly (a checkpoint holds
+        them, :meth:`load_sums` puts them back)."""
+        if not self.active:
+            return
+        self.rank_sums = self.comm.allgather_object({"sums": sums.state(), "seen": sums.seen})
+        self._gather_rngs(trainer.model)
+
+    def load_sums(self, sums, saved: dict, seen: int) -> None:
+        """Start an epoch's ``sums`` from a resume point: ``saved`` and ``seen`` for one
+        process, this rank's own sums of the checkpoint for several."""
+        if not self.active:
+            sums.load(saved, seen)
+        elif self._resume_sums is not None:
+            mine, self._resume_sums = self._resume_sums[self.rank], None
+            sums.load(mine["sums"], mine["seen"])
+
+    def _gather_rngs(self, model) -> None:
+        rngs = {la.name: la.rng.get_state() for la in model.layers
+                if getattr(la, "rng", None) is not None}
+        self.rank_rngs = self.comm.allgather_object(rngs) if rngs else None
+
     def logging_point(self, trainer, sums) -> None:
         """Where every rank reads the same numbers: the metric ``sums`` all-reduced, rank 0's
         BatchNorm running statistics everywhere (with local statistics), and every rank's
@@ -310,9 +345,8 @@ class DataParallel:
             buffers = [(la.state, k) for la in model.layers for k in sorted(la.state)]
             if buffers:
                 self._move(buffers, trainer.backend, self.comm.broadcast_)
-        rngs = {la.name: la.rng.get_state() for la in model.layers
-                if getattr(la, "rng", None) is not None}
-        self.rank_rngs = self.comm.allgather_object(rngs) if rngs else None
+        self.rank_sums = None
+        self._gather_rngs(model)
 
     def checkpoint_meta(self) -> dict:
         """What a checkpoint of a K-rank run adds: ``world_size`` and every rank's streams."""
@@ -321,23 +355,21 @@ class DataParallel:
         meta = {"world_size": self.size}
         if self.rank_rngs is not None:
             meta["rank_device_rngs"] = self.rank_rngs
+        if self.rank_sums is not None:
+            meta["rank_resume_sums"] = self.rank_sums
         return meta
 
     def check_resume(self, state, source) -> None:
         """Refuse a state saved by a run on another number of ranks (before anything changes)."""
-        meta = state.get("meta") if isinstance(state, dict) else None
-        saved = meta.get("world_size", 1) if isinstance(meta, dict) else 1
-        if saved != self.size:
-            raise CheckpointError(
-                f"{source} was written by a run on {saved} rank(s), this one has {self.size}; "
-                f"resume it with the same count (mpiexec -n {saved} ...): the batch split, "
-                "the dropout streams and the batch statistics depend on the number of ranks")
+        check_world_size(state.get("meta") if isinstance(state, dict) else None, self.size,
+                         source)
 
     def restore(self, trainer, meta: dict) -> None:
         """After a state was loaded on every rank: this rank's dropout streams, then rank 0's
         parameters, optimizer state and shuffle generator everywhere."""
         if not self.active:
             return
+        self._resume_sums = meta.get("rank_resume_sums")
         streams = meta.get("rank_device_rngs")
         if streams is not None:
             for layer in trainer.model.layers:

@@ -54,6 +54,9 @@ class Doctor(Callback):
         only those that help.
     """
 
+    #: with several ranks, only rank 0 runs it (it prints and writes files)
+    rank0_only = True
+
     def __init__(self, *, every: int = DEFAULT_EVERY, out_dir: str | None = None,
                  data=None, validation_data=None, test_data=None, static: bool = True,
                  verbose: bool = True, figure: bool | str = "auto", print_fn=print,
