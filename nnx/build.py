@@ -313,20 +313,18 @@ def prepare(p: Plan, out, *, quiet: bool = False, say=None) -> Run:
     the learning-rate range test when asked, then write ``config.json``: nothing is written
     before every check has passed."""
     from . import data as datamod
-    from .trained import with_run_preprocessing
 
     s = p.settings
     several = p.comm is not None and p.comm.size > 1
     if several and not _root(p):
         p.comm.barrier()  # rank 0 downloads first; the others then read its cached files
-    ds = datamod.load(s["dataset"], data_dir=s["data_dir"], seed=s["seed"], quiet=quiet,
-                      task=s["task"])
+    ds = datamod.load(s["dataset"], data_dir=s["data_dir"], seed=s["seed"], quiet=quiet)
     if several and _root(p):
         p.comm.barrier()
-    model, loss = build_model(s, ds)  # it carries its preprocessing; ds: what the model sees
-    model, ds = with_run_preprocessing(model, loss, ds, standardize=s["standardize"],
-                                       trained_on={"dataset": s["dataset"], "seed": s["seed"]})
     x_train, x_test = ds.x_train, ds.x_test
+    if s["standardize"]:
+        x_train, x_test = standardize(x_train, x_test)
+    model, loss = build_model(s, ds)
     resume = p.checkpoint is not None
     trainer, callbacks = build_trainer(s, model, loss, p.backend, out, ds, resume=resume,
                                        quiet=quiet, say=say, comm=p.comm)
@@ -393,7 +391,7 @@ def finish(run: Run, history, elapsed: float) -> dict:
     trainer, ds, backend = run.trainer, run.dataset, run.plan.backend
     if not _root(run.plan):  # the same model as rank 0's, which writes it
         return {}
-    test = trainer.model.evaluate(run.x_test, ds.y_test, prepared=True)  # target's own units
+    test = trainer.evaluate(run.x_test, ds.y_test)
     if model_is_finite(trainer.model):
         save(trainer.model, run.out.model)
     history.plot(run.out.curves, title=f"{ds.name} on {backend.label}")
