@@ -36,7 +36,6 @@ from .device_data import to_device_xy
 from .history import History
 from .hooks import Hooks, StepState
 from .inference import evaluate_device, outputs, predicted_labels
-from .loggers import verbose_callbacks
 from .metrics import MetricSums, labels_of
 from .nonfinite import NonFiniteMode, check_mode, nonfinite_mode
 from .state import load_trainer_state, trainer_state
@@ -164,7 +163,7 @@ class Trainer:
 
     def fit(self, x, y, epochs: int = 10, batch_size=128, *, validation_data=None,
             validation_split: float = 0.0, callbacks=(), shuffle: bool = True,
-            initial_epoch: int = 0, resume=None, verbose: int = 0) -> History:
+            initial_epoch: int = 0, resume=None) -> History:
         """Train until epoch ``epochs`` (counting from 0 or ``initial_epoch``); returns the History.
 
         ``x`` is ``(n, n_in)``; ``y`` is integer labels ``(n,)`` or one-hot
@@ -179,12 +178,12 @@ class Trainer:
         generators, callback state, history and the position (epoch, and step
         inside it) continue from it, so on a deterministic device the run ends
         exactly as an uninterrupted one. Each ``fit`` starts a new
-        :class:`History` unless it resumes. ``verbose``: 1 a progress bar, 2 a line per epoch.
+        :class:`History` unless it resumes.
         """
         _check_fit_args(epochs, validation_data, validation_split)
         data, val = self._upload(x, y, epochs, batch_size, validation_data, validation_split)
         self.parallel.check_data(self, self.x_train, self.y_train)
-        self.active_callbacks = self.callbacks + list(callbacks) + verbose_callbacks(verbose)
+        self.active_callbacks = self.callbacks + list(callbacks)
         if resume is not None:  # a refused resume leaves the trainer as it was
             from_file = not isinstance(resume, dict)
             self.load_state_dict(load_checkpoint(resume) if from_file else resume,
