@@ -102,13 +102,22 @@ def optimizer(name):
     return nnx.SGD(0.1, momentum=0.9) if name == "sgdm" else nnx.Adam(0.01)
 
 
-def case_name(opt, dtype, dropout, batchnorm=False):
-    return f"{opt}-{dtype}-d{dropout}" + ("-bn" if batchnorm else "")
+def case_name(opt, dtype, dropout, batchnorm=False, device="cpu"):
+    return f"{opt}-{dtype}-d{dropout}" + ("-bn" if batchnorm else "") + (
+        f"-{device}" if device != "cpu" else "")
+
+
+def parse_case(case: str) -> dict:
+    """``opt:dtype:dropout[:bn][:torch]`` as keyword arguments of :func:`case_name`."""
+    opt, dtype, dropout, *flags = case.split(":")
+    return {"opt": opt, "dtype": dtype, "dropout": dropout, "batchnorm": "bn" in flags,
+            "device": "torch" if "torch" in flags else "cpu"}
 
 
 def train_cases(out, *cases):
-    """Train each case ``opt:dtype:dropout[:bn]`` data-parallel; rank 0 saves the weights
-    and logs of every case to OUT (``.npz``)."""
+    """Train each case ``opt:dtype:dropout[:bn][:torch]`` data-parallel (``bn``: with
+    synchronised BatchNorm); rank 0 saves the weights and logs of every case to OUT
+    (``.npz``), and whether every rank ended with the same weights."""
     import nnx
 
     comm = connect("auto", "cpu", timeout=60)
@@ -116,15 +125,17 @@ def train_cases(out, *cases):
     xv, yv = problem(1)
     saved = {}
     for case in cases:
-        opt, dtype, dropout, *bn = case.split(":")
-        batchnorm = bool(bn)
-        trainer = nnx.Trainer(small_model(float(dropout), batchnorm), "cross_entropy",
-                              optimizer(opt), seed=0, dtype=dtype, distributed=comm,
-                              sync_batchnorm=batchnorm)
+        c = parse_case(case)
+        trainer = nnx.Trainer(small_model(float(c["dropout"]), c["batchnorm"]), "cross_entropy",
+                              optimizer(c["opt"]), seed=0, dtype=c["dtype"], device=c["device"],
+                              distributed=comm, sync_batchnorm=c["batchnorm"])
         trainer.fit(x, y, epochs=EPOCHS, batch_size=BATCH, validation_data=(xv, yv))
-        name = case_name(opt, dtype, dropout, batchnorm)
-        for k, v in trainer.model.get_weights().items():
+        name = case_name(**c)
+        weights = trainer.model.get_weights()
+        for k, v in weights.items():
             saved[f"{name}/{k}"] = v
+        sums = comm.allgather_object({k: v.tobytes() for k, v in weights.items()})
+        saved[f"{name}/same_on_every_rank"] = np.asarray(all(s == sums[0] for s in sums))
         for k, v in trainer.history.history.items():
             saved[f"{name}/log/{k}"] = np.asarray(v, dtype=np.float64)
     if comm.rank == 0:

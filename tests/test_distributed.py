@@ -173,7 +173,7 @@ import mpi_worker as worker  # noqa: E402
 
 #: optimizer:dtype:dropout[:bn] — every one with an uneven last batch (203 = 6 x 32 + 11)
 CASES = ["sgdm:float32:0", "sgdm:float64:0", "adam:float32:0", "adam:float64:0",
-         "sgdm:float32:0.3", "adam:float64:0.3", "sgdm:float64:0:bn"]
+         "sgdm:float32:0.3", "adam:float64:0.3", "sgdm:float64:0:bn", "adam:float64:0:torch"]
 TOLERANCE = {"float32": 1e-6, "float64": 1e-12}
 
 
@@ -211,13 +211,16 @@ def reference(case, ranks=2):
     """The single-process run of ``case`` (with the K ranks' dropout masks)."""
     import nnx
 
-    opt, dtype, dropout, *bn = case.split(":")
-    model = worker.small_model(float(dropout), bool(bn))
-    if float(dropout):
+    c = worker.parse_case(case)
+    if c["device"] == "torch":
+        pytest.importorskip("torch")
+    model = worker.small_model(float(c["dropout"]), c["batchnorm"])
+    if float(c["dropout"]):
         model = nnx.Sequential([RankMasks(la.p, ranks, 0, i) if isinstance(la, nnx.Dropout)
                                 else la for i, la in enumerate(model.layers)])
     x, y = worker.problem()
-    t = nnx.Trainer(model, "cross_entropy", worker.optimizer(opt), seed=0, dtype=dtype)
+    t = nnx.Trainer(model, "cross_entropy", worker.optimizer(c["opt"]), seed=0,
+                    dtype=c["dtype"], device=c["device"])
     t.fit(x, y, epochs=worker.EPOCHS, batch_size=worker.BATCH,
           validation_data=worker.problem(1))
     return t
@@ -242,7 +245,11 @@ def two_ranks(tmp_path_factory):
 def test_two_ranks_train_the_parameters_of_one_process(two_ranks, case):
     dtype = case.split(":")[1]
     one = reference(case)
-    name = worker.case_name(*case.split(":")[:3], batchnorm=case.endswith(":bn"))
+    name = worker.case_name(**worker.parse_case(case))
+    assert bool(two_ranks[f"{name}/same_on_every_rank"])
+    weights = {k: v for k, v in two_ranks.items() if k.startswith(name + "/")
+               and "/log/" not in k and not k.endswith("/same_on_every_rank")}
+    assert len(weights) == len(one.model.get_weights())
     assert _largest_difference(one.model.get_weights(), two_ranks, name) <= TOLERANCE[dtype]
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         logged = two_ranks[f"{name}/log/{key}"]
