@@ -157,6 +157,25 @@ def test_nccl_between_the_gpus_of_this_host(tmp_path):
     assert r["message"].startswith(f"{gpus + 1} ranks run on this host but it has {gpus} GPU")
 
 
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_the_command_under_mpiexec_without_mpi4py_says_it_once(tmp_path, rank):
+    code = ("import sys; sys.modules['mpi4py'] = None\n"
+            "from nnx.cli import main\n"
+            f"sys.exit(main(['--dataset', 'xor', '--epochs', '1', '--out', {str(tmp_path)!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env=_env(PMI_SIZE="2", PMI_RANK=rank))
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    if rank == "1":  # rank 0 speaks for every rank
+        assert lines == [], proc.stderr
+    else:
+        assert len(lines) == 1 and lines[0].startswith(
+            "error: training on more than one process needs the mpi4py package, which cannot "
+            "be imported (") and lines[0].endswith("install it with pip install "
+                                                   "'nnx-trainer[mpi]'"), proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
 def test_one_process_needs_no_mpi():
     from nnx.distributed import SingleProcess, connect, launched_size
 
