@@ -16,6 +16,7 @@ import math
 from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
+from ..arguments import whole_number
 from ..errors import ConfigError, DataError
 
 LAYOUT = "(batch, height, width, channels)"
@@ -23,9 +24,7 @@ LAYOUT = "(batch, height, width, channels)"
 
 def positive_int(owner: str, what: str, value) -> int:
     """``value`` as a positive int, or a ConfigError naming ``owner`` and ``what``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{owner} {what} must be a positive integer, got {value!r}")
-    return value
+    return whole_number(value, f"{owner} {what}")
 
 
 def check_images(layer, x, channels: int | None = None) -> None:
@@ -108,11 +107,16 @@ def window(x, i: int, j: int, stride: int, ho: int, wo: int):
     return x[:, rows, cols, :]
 
 
-def add_window(dx, i: int, j: int, stride: int, d) -> None:
+def add_window(dx, i: int, j: int, stride: int, d, *, disjoint: bool = False) -> None:
     """The transpose of :func:`window`: add ``d`` ``(batch, ho, wo, c)`` into ``dx``
-    in place (overlapping windows accumulate)."""
+    in place (overlapping windows accumulate). ``disjoint``: no other window entry
+    touches these positions and ``dx`` is zero there, so ``d`` is written, not added
+    (one read fewer)."""
     rows, cols = _spans(i, j, stride, d.shape[1], d.shape[2])
-    dx[:, rows, cols, :] += d
+    if disjoint:
+        dx[:, rows, cols, :] = d
+    else:
+        dx[:, rows, cols, :] += d
 
 
 def crop(x, top: int, left: int, h: int, w: int):

@@ -44,7 +44,8 @@ class _Pool2D(Layer):
         k = self.size
         for i in range(k):
             for j in range(k):
-                add_window(dx, i, j, self.stride, pieces(i * k + j))
+                add_window(dx, i, j, self.stride, pieces(i * k + j),
+                           disjoint=self.stride >= k)
         return dx
 
     def config(self) -> dict:
@@ -63,16 +64,23 @@ class MaxPool2D(_Pool2D):
     def forward(self, x, *, train=False):
         xp = array_namespace(x)
         ho, wo, pieces = self._windows(x)
-        stacked = xp.stack(pieces, axis=-1)  # (batch, ho, wo, c, size*size)
-        first = xp.argmax(stacked, axis=-1, keepdims=True)
-        y = xp.max(stacked, axis=-1)
-        entry = xp.arange(len(pieces), dtype=first.dtype, device=device_of(x))
-        winner = first == entry  # one-hot over the window: the first maximum
+        # elementwise maxima of the size*size slices: one pass each, no reduction axis
+        y = pieces[0]
+        for p in pieces[1:]:
+            y = xp.maximum(y, p)
 
         def backward(dy):
-            routed = xp.where(winner, dy[..., None], xp.zeros((), dtype=dy.dtype,
-                                                              device=device_of(dy)))
-            return self._scatter(x, lambda e: routed[..., e])
+            # window entry e takes dy where it equals the maximum and no earlier entry did
+            taken, routed = None, []
+            for p in pieces:
+                hit = p == y
+                if taken is None:
+                    taken = hit
+                else:
+                    hit = xp.logical_and(hit, xp.logical_not(taken))
+                    taken = xp.logical_or(taken, hit)
+                routed.append(xp.astype(hit, dy.dtype) * dy)  # faster than where() on NumPy
+            return self._scatter(x, lambda e: routed[e])
 
         return y, backward
 
