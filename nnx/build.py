@@ -276,6 +276,7 @@ def check_resumable(path, model, ds, epochs: int, run_path, ranks: int = 1) -> N
     directory's config.json is rewritten: a mistaken --resume must leave the run resumable.
     Data of another shape is named as such; a finished run is warned about (more --epochs)."""
     from .checkpoint import check_architecture, load_checkpoint
+    from .distributed.parallel import check_world_size
 
     meta = load_checkpoint(path)["meta"]
     layers = meta["architecture"].get("layers", []) if isinstance(meta.get("architecture"),
@@ -295,8 +296,6 @@ def check_resumable(path, model, ds, epochs: int, run_path, ranks: int = 1) -> N
             f"{ds.name} needs {model.n_out}; resume with the data and --loss it was trained "
             "with, or start a new run with another --out")
     check_architecture(model, meta["architecture"], path)
-    from .distributed.parallel import check_world_size
-
     check_world_size(meta, ranks, path)
     done = meta.get("epoch")
     if isinstance(done, numbers.Integral) and done >= epochs and meta.get("resume_point") is None:
@@ -315,11 +314,10 @@ def prepare(p: Plan, out, *, quiet: bool = False, say=None) -> Run:
     from . import data as datamod
 
     s = p.settings
-    several = p.comm is not None and p.comm.size > 1
-    if several and not _root(p):
+    if not _root(p):
         p.comm.barrier()  # rank 0 downloads first; the others then read its cached files
     ds = datamod.load(s["dataset"], data_dir=s["data_dir"], seed=s["seed"], quiet=quiet)
-    if several and _root(p):
+    if _root(p) and p.comm is not None:
         p.comm.barrier()
     x_train, x_test = ds.x_train, ds.x_test
     if s["standardize"]:
