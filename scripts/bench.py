@@ -5,6 +5,7 @@
     python scripts/bench.py --quick         # 12,000 samples, 2 epochs, under two minutes
     python scripts/bench.py --device cuda   # nnx on CuPy and torch:cuda, PyTorch CUDA
     python scripts/bench.py --native-blas   # let OpenBLAS pick its kernel (see below)
+    python scripts/bench.py --workload cnn  # the classic CNN on (n, 28, 28, 1) images
     mpiexec -n 2 python scripts/bench.py --distributed   # data-parallel (bench_dist.py)
 
 Workload (float32): 784-512-256-10 ReLU MLP, softmax cross-entropy, on
@@ -21,6 +22,10 @@ The GEMM floor is an epoch's matmuls (forward and backward, as many as the
 implementation must do) timed alone at the best rate measured in this run for
 the same shapes; ``GEMM floor`` in the table is floor / epoch time. nnx and
 PyTorch skip the input layer's dx; the course-style loop computes it.
+
+``--workload cnn`` (or ``all``) times the classic small CNN instead (or as well):
+10,000 images (2,048 with --quick) of shape (28, 28, 1), batch 128, Adam, for
+nnx on NumPy, nnx on torch and PyTorch eager; see scripts/bench_cnn.py.
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment force an OpenBLAS
 kernel on NumPy; the table names the kernel measured. ``--native-blas`` reruns
@@ -61,6 +66,7 @@ import numpy as np  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
+from bench_cnn import run_cnn  # noqa: E402
 from bench_impls import SIZES, CourseImpl, NnxImpl, TorchImpl, step_matmuls  # noqa: E402
 from bench_report import goals, print_rows, summarise  # noqa: E402
 from bench_sys import CpuMeter, matmul_seconds, memory_per_epoch, nnx_counts  # noqa: E402
@@ -204,11 +210,17 @@ def main(argv=None) -> int:
                         "implementation (default 5, or 2 with --quick)")
     parser.add_argument("--native-blas", action="store_true", help="unset OPENBLAS_CORETYPE "
                         "and OPENBLAS_L2_SIZE for this run, so OpenBLAS picks its own kernel")
+    parser.add_argument("--workload", default="mlp", choices=["mlp", "cnn", "all"],
+                        help="mlp: the MLP configurations; cnn: the classic CNN on MNIST-"
+                        "shaped images (batch 128, Adam); all: both (default: mlp)")
+    parser.add_argument("--cnn-samples", type=int, default=None, help="training images of "
+                        "the CNN workload (default 10000, or 2048 with --quick)")
     parser.add_argument("--json", default=os.path.join("bench-results", "bench.json"),
                         help="where to write the results (default bench-results/bench.json)")
     args = parser.parse_args(argv)
     args.samples = args.samples or (12000 if args.quick else 60000)
     args.repeats = args.repeats or (2 if args.quick else 5)
+    args.cnn_samples = args.cnn_samples or (2048 if args.quick else 10000)
     from nnx import backends
 
     if args.device == "cuda":
@@ -223,13 +235,35 @@ def main(argv=None) -> int:
         have_torch = True
     except ImportError:
         have_torch = False
-    n = args.samples
-    data = make_data(n), make_data(5000, seed=99)
     start = time.perf_counter()
     result = {"machine": machine(args, have_torch), "runs": [], "wall_s": {},
-              "workload": {"samples": n, "sizes": SIZES, "repeats": args.repeats,
-                           "device": args.device}}
-    _print_machine(result["machine"], n, args.repeats)
+              "workload": {"samples": args.samples, "sizes": SIZES, "repeats": args.repeats,
+                           "device": args.device, "name": args.workload,
+                           "cnn_samples": args.cnn_samples}}
+    what = {"mlp": f"MLP {'-'.join(map(str, SIZES))}, {args.samples} samples",
+            "cnn": f"classic CNN, {args.cnn_samples} images (28, 28, 1)"}
+    _print_machine(result["machine"], "; ".join(
+        v for k, v in what.items() if args.workload in (k, "all")), args.repeats)
+    if args.workload in ("mlp", "all"):
+        run_mlp(args, have_torch, result)
+    if args.workload in ("cnn", "all"):
+        t0 = time.perf_counter()
+        rows, result["memory_cnn"] = run_cnn(args, have_torch, PAUSE_S)
+        result["wall_s"]["cnn"] = round(time.perf_counter() - t0, 1)
+        result["runs"] += rows
+    result["goals"] = goals(result)
+    result["wall_s"]["total"] = round(time.perf_counter() - start, 1)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2, default=str)
+    print(f"results written to {args.json} ({result['wall_s']['total']:.0f} s in all)")
+    return 0
+
+
+def run_mlp(args, have_torch: bool, result: dict) -> None:
+    """The MLP configurations and nnx's memory per epoch, into ``result``."""
+    n = args.samples
+    data = make_data(n), make_data(5000, seed=99)
     counts = {}
     devices = ["cuda"] if args.device == "cuda" else ["numpy"]
     devices += (["torch:cuda"] if args.device == "cuda" else ["torch"]) if have_torch else []
@@ -249,17 +283,10 @@ def main(argv=None) -> int:
         print(f"\nmemory (nnx numpy, batch 128, {m} samples): peak RSS per epoch "
               f"{mem['peak_rss_mib']} MiB{'' if mem['per_epoch'] else ' (process peak)'}; "
               f"epoch 5 vs epoch 2: {100 * g:+.1f}%")
-    result["goals"] = goals(result)
-    result["wall_s"]["total"] = round(time.perf_counter() - start, 1)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2, default=str)
-    print(f"results written to {args.json} ({result['wall_s']['total']:.0f} s in all)")
-    return 0
 
 
-def _print_machine(m: dict, n: int, repeats: int) -> None:
-    print(f"nnx benchmark: MLP {'-'.join(map(str, SIZES))}, {n} samples, float32, median of "
+def _print_machine(m: dict, workload: str, repeats: int) -> None:
+    print(f"nnx benchmark: {workload}, float32, median of "
           f"{repeats} epochs; {m['cpus']} CPUs ({m['processor'] or m['platform']}), "
           f"load average {', '.join(f'{v:.1f}' for v in m['load_average'] or [])}")
     for line in m["threads"]["numpy_blas"]:

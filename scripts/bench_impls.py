@@ -49,10 +49,15 @@ class NnxImpl:
             from nnx.doctor import Doctor
 
             callbacks.append(Doctor(verbose=False, static=False, figure=False))
-        self.trainer = nnx.Trainer(nnx.mlp(list(SIZES)), "cross_entropy", opt,
+        self.trainer = nnx.Trainer(self.make_model(), "cross_entropy", opt,
                                    device=self.device, seed=self.seed, callbacks=callbacks)
         self.x, self.y = x, y
         self.backend = self.trainer.backend
+
+    def make_model(self):
+        import nnx
+
+        return nnx.mlp(list(SIZES))
 
     def warmup(self, steps):
         if self.batch >= self.x.shape[0]:  # full batch: one step per epoch
@@ -86,6 +91,21 @@ class TorchImpl:
 
         self.torch = torch
         torch.manual_seed(self.seed)
+        self.model = self.make_model().to(self.device)
+        params = self.model.parameters()
+        self.opt = (torch.optim.SGD(params, lr=self.lr, momentum=0.9) if self.opt_name == "sgdm"
+                    else torch.optim.Adam(params, lr=self.lr))
+        self.x = self.inputs(x)
+        self.y = torch.from_numpy(y).to(self.device)
+        self.gen = torch.Generator().manual_seed(self.seed)
+
+    def inputs(self, x):
+        """Host inputs as the tensor the model takes."""
+        return self.torch.from_numpy(x).to(self.device)
+
+    def make_model(self):
+        """The MLP with nnx's initial weights for the seed."""
+        torch = self.torch
         layers = []
         for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
             layers.append(torch.nn.Linear(a, b))
@@ -98,13 +118,7 @@ class TorchImpl:
             for i, lin in enumerate(m for m in layers if isinstance(m, torch.nn.Linear)):
                 lin.weight.copy_(torch.from_numpy(weights[f"dense_{2 * i}.w"].T.copy()))
                 lin.bias.copy_(torch.from_numpy(weights[f"dense_{2 * i}.b"]))
-        self.model = torch.nn.Sequential(*layers).to(self.device)
-        params = self.model.parameters()
-        self.opt = (torch.optim.SGD(params, lr=self.lr, momentum=0.9) if self.opt_name == "sgdm"
-                    else torch.optim.Adam(params, lr=self.lr))
-        self.x = torch.from_numpy(x).to(self.device)
-        self.y = torch.from_numpy(y).to(self.device)
-        self.gen = torch.Generator().manual_seed(self.seed)
+        return torch.nn.Sequential(*layers)
 
     def _steps(self, n_steps=None):
         torch = self.torch
@@ -138,7 +152,7 @@ class TorchImpl:
     def evaluate(self, x, y):
         torch = self.torch
         with torch.no_grad():
-            out = self.model(torch.from_numpy(x).to(self.device))
+            out = self.model(self.inputs(x))
             yt = torch.from_numpy(y).to(self.device)
             loss = float(torch.nn.functional.cross_entropy(out, yt))
             acc = float((out.argmax(1) == yt).float().mean())

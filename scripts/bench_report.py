@@ -69,13 +69,22 @@ def goals(result) -> list[dict]:
         if row and row.get("gemm_fraction"):
             goal(f"{nnx_main} >= 70% of the GEMM floor, {cfg}", row["gemm_fraction"],
                  row["gemm_fraction"] >= 0.7, f"{100 * row['gemm_fraction']:.0f}%{busy(row)}")
+    cnn = [r for r in runs if r["config"] == "cnn adam b128"]
+    row = next((r for r in cnn if r["impl"] == nnx_main), None)
+    if row and row.get("vs_pytorch"):
+        ref = [r for r in cnn if r["impl"].startswith("pytorch")]
+        goal(f"{nnx_main} <= 1.5x PyTorch s/epoch, cnn adam b128", row["vs_pytorch"],
+             row["vs_pytorch"] <= 1.5 and row["learned"],
+             f"{row['vs_pytorch']:.2f}x{busy(row, *ref)}")
     syncs = [r["syncs_per_step"] for r in runs if "syncs_per_step" in r]
     if syncs:
         goal("zero host syncs per nnx step", max(syncs), max(syncs) == 0, f"max {max(syncs)}")
-    mem = result.get("memory")
-    if mem and mem["epoch5_vs_epoch2"] is not None:
-        g = mem["epoch5_vs_epoch2"]
-        goal("peak RSS of epoch 5 within 5% of epoch 2", g, abs(g) <= 0.05, f"{100 * g:+.1f}%")
+    for key, what in (("memory", ""), ("memory_cnn", ", cnn")):
+        mem = result.get(key)
+        if mem and mem["epoch5_vs_epoch2"] is not None:
+            g = mem["epoch5_vs_epoch2"]
+            goal(f"peak RSS of epoch 5 within 5% of epoch 2{what}", g, abs(g) <= 0.05,
+                 f"{100 * g:+.1f}%")
     base = next((r for r in runs if "doctor_overhead" in r), None)
     if base:
         over = base["doctor_overhead"]

@@ -125,8 +125,12 @@ def _reset_peak() -> bool:
         return False
 
 
-def memory_per_epoch(x, y, sizes, epochs: int = 5, batch: int = 128) -> dict:
+def memory_per_epoch(x, y, sizes, epochs: int = 5, batch: int = 128, model=None,
+                     optimizer=None) -> dict:
     """Peak RSS (MiB) of each epoch of nnx on NumPy, from one ``fit``.
+
+    The model is the MLP of ``sizes`` with SGD and momentum unless ``model`` and
+    ``optimizer`` are given.
 
     The peak is reset at each epoch's start where the kernel allows it, so each
     value is that epoch's own peak; otherwise the process's running peak is
@@ -147,19 +151,22 @@ def memory_per_epoch(x, y, sizes, epochs: int = 5, batch: int = 128) -> dict:
             peaks.append(hwm if hwm is not None else
                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
-    trainer = nnx.Trainer(nnx.mlp(list(sizes)), "cross_entropy", nnx.SGD(0.05, momentum=0.9),
-                          device="numpy")
+    trainer = nnx.Trainer(model or nnx.mlp(list(sizes)), "cross_entropy",
+                          optimizer or nnx.SGD(0.05, momentum=0.9), device="numpy")
     trainer.fit(x, y, epochs=epochs, batch_size=batch, callbacks=[Rss()])
     growth = peaks[4] / peaks[1] - 1 if len(peaks) >= 5 else None
     return {"peak_rss_mib": [round(p, 1) for p in peaks], "epoch5_vs_epoch2": growth,
             "per_epoch": per_epoch[0], "batch": batch, "samples": int(x.shape[0])}
 
 
-def nnx_counts(device: str, sizes, optimizer: str, batch: int = 64, steps: int = 6) -> dict:
+def nnx_counts(device: str, sizes, optimizer: str, batch: int = 64, steps: int = 6,
+               model=None, input_shape=None) -> dict:
     """Array operations and host syncs of one nnx training step and of one epoch.
 
     Trains on :func:`nnx.testing.counting.counting_backend` around ``device``:
-    what is counted is that backend's own path (fast paths included).
+    what is counted is that backend's own path (fast paths included). The MLP of
+    ``sizes`` unless ``model`` (a function returning one) and one example's
+    ``input_shape`` are given.
     """
     import nnx
     from nnx import backends
@@ -170,10 +177,11 @@ def nnx_counts(device: str, sizes, optimizer: str, batch: int = 64, steps: int =
     except backends.BackendUnavailable:
         return {}
     rng = np.random.default_rng(1)
-    x = rng.random((batch * steps, sizes[0]), dtype=np.float32)
+    x = rng.random((batch * steps, *(input_shape or (sizes[0],))), dtype=np.float32)
     y = rng.integers(0, sizes[-1], batch * steps)
     opt = nnx.SGD(0.05, momentum=0.9) if optimizer == "sgdm" else nnx.Adam(1e-3)
-    trainer = nnx.Trainer(nnx.mlp(list(sizes)), "cross_entropy", opt, device=backend)
+    trainer = nnx.Trainer(model() if model else nnx.mlp(list(sizes)), "cross_entropy", opt,
+                          device=backend)
     marks = []
 
     class Probe(nnx.callbacks.Callback):
