@@ -45,8 +45,7 @@ class Plan:
     settings: dict
     checkpoint: str | None
     backend: object
-    #: the processes of the run (:mod:`nnx.distributed`); one process: ``size == 1``
-    comm: object = None
+    comm: object = None  # the run's processes (nnx.distributed), one or several
 
 
 @dataclass
@@ -73,6 +72,7 @@ def plan(flags: dict, config=None, resume=None) -> Plan:
     """Resolve ``flags`` (``{setting: value or None}``) over a TOML file and, with ``resume``
     (a run directory or checkpoint), the previous run's settings; choose the backend."""
     from . import backends
+    from .distributed import connect, device_for_rank
 
     previous, checkpoint = resume_source(resume) if resume else (None, None)
     resolved = settings_mod.resolve(flags, config, previous)
@@ -83,8 +83,6 @@ def plan(flags: dict, config=None, resume=None) -> Plan:
         if given is not None and os.path.abspath(given) != values["out"]:
             warnings.warn(f"--out is ignored with --resume: the run continues in "
                           f"{values['out']}", stacklevel=2)
-    from .distributed import connect, device_for_rank
-
     comm = connect(values["distributed"], values["device"])
     return Plan(resolved, values, checkpoint,
                 backends.get(device_for_rank(values["device"], comm)), comm)
