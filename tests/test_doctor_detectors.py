@@ -261,3 +261,18 @@ def test_overfitting_handled_by_early_stopping_is_a_note():
     assert stop.stopped_epoch is not None
     f = by_id(doctor.report.findings, "overfitting")
     assert f.severity == "info" and "restored" in f.title
+
+
+def test_image_models_dead_filters_and_their_learning_rate():
+    import nnx.data
+
+    ds = nnx.data.load("digits")
+    x, y = ds.x_train.reshape(-1, 8, 8, 1).astype(np.float32), ds.y_train
+    model = nnx.cnn((8, 8, 1), 10, filters=(8, 16), dense=32, dropout=0.0)
+    report = train(model, x, y, lr=3.0, epochs=3, verify_fixes=True)
+    dead = by_id(report.findings, "dead-relu")
+    assert dead.severity == "error" and {"conv2d_0", "conv2d_3"} <= set(dead.layers)
+    high = by_id(report.findings, "lr-too-high")
+    assert high.severity == "error" and "first updates" in high.title
+    assert report.recommendation.verified is not None
+    assert report.recommendation.action["lr"] < 3.0

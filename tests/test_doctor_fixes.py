@@ -3,6 +3,7 @@ conflicting fixes become one recommendation; verified fixes are kept only when t
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -255,3 +256,38 @@ def test_verified_scaling_fixes():
     trial = report.trials[0]
     assert trial.action == {"standardize_targets": True} and trial.kept
     assert "mean squared error / target variance" in str(trial) and trial.loss < 0.5 * trial.was
+
+
+def test_verification_never_breaks_a_run_on_any_model_shape(tmp_path):
+    """Every model shape of the monitor's table, trained with a learning rate that breaks
+    it, so that there are fixes to try: the run ends, the report is written (without the
+    figure, which the monitor's tests draw), and each trial either ran or says why it
+    could not."""
+    from test_monitor import MODELS, _data
+
+    from nnx.doctor import Doctor
+    from nnx.train import Trainer
+
+    tried = 0
+    for name, (build, loss) in MODELS.items():
+        model = build()
+        x, y = _data(loss)
+        if loss == "mse" and model.n_out not in (None, 1):
+            y = np.repeat(y, model.n_out, axis=1)
+        doctor = Doctor(out_dir=str(tmp_path / name), verbose=False, verify_fixes=True,
+                        every=2, figure=False)
+        try:
+            Trainer(model, loss, "sgd", lr=50.0, callbacks=[doctor]).fit(x, y, epochs=3,
+                                                                          batch_size=16)
+        except nnx.NonFiniteError as exc:
+            doctor.finish(exc)
+        report = doctor.report
+        assert report is not None, name
+        actionable = [f for f in report.findings if f.severity != "info" and f.action]
+        assert bool(report.trials) == bool(actionable), (name, report.summary())
+        tried += bool(report.trials)
+        for trial in report.trials:
+            assert trial.error is None or "cannot be rebuilt" in trial.error, (name, trial)
+        data = json.loads((tmp_path / name / "doctor.json").read_text())
+        assert len(data["verified_fixes"]) == len(report.trials), name
+    assert tried >= len(MODELS) // 2  # the learning rate broke most of them

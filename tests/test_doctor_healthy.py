@@ -165,6 +165,8 @@ CASES = {
                     "cross_entropy", "adam", 3e-3, 64, 15, 0.9, {}),
     "40-examples": (mlp([2, 16, 3]), lambda: blobs(50), "cross_entropy", "adam", 1e-2, 8, 30,
                     0.8, {}),
+    "cnn-digits": (lambda: nnx.cnn((8, 8, 1), 10, filters=(8, 16), dense=32, dropout=0.0),
+                   lambda: _images(digits()), "cross_entropy", "adam", 3e-3, 32, 5, 0.85, {}),
     "20000-examples": (mlp([20, 64, 10]), lambda: blobs(20000, k=10, d=20, seed=7),
                        "cross_entropy", "adam", 1e-3, 256, 3, 0.9, {}),
 }
@@ -174,6 +176,11 @@ def _noisy(data, scale=0.3, seed=1):
     x, y = data
     rng = np.random.default_rng(seed)
     return x, (y + scale * rng.standard_normal(y.shape)).astype(np.float32)
+
+
+def _images(data):
+    x, y = data
+    return x.reshape(-1, 8, 8, 1), y
 
 
 def _imbalanced(data, keep=0.15, seed=2):

@@ -117,6 +117,10 @@ ZERO_GRADIENT_SAMPLES = 3
 HEALTHY_UPDATE_RATIO = 1e-3
 LR_HIGH_UPDATE_RATIO = 1e-2
 LR_LOW_UPDATE_RATIO = 1e-4
+#: first updates above this fraction of the weights (thirty times the healthy ratio;
+#: healthy runs here start at 0.005 to 0.04), followed by dead units or zero gradients:
+#: the learning rate killed the network in its first steps
+LR_BLOWN_UPDATE_RATIO = 0.03
 #: relative loss decrease below which "the loss barely moved" (lr-too-low, plateau)
 LOW_PROGRESS = 0.1
 #: the smoothed loss ends this many times above its minimum: divergence

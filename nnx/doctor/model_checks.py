@@ -89,45 +89,58 @@ def check_model(model, loss, *, y=None) -> list[Finding]:
     return out
 
 
-def _unit_signatures(model, weights: dict, a: int, b: int):
-    """``(n, n_units) array`` rows: each unit of dense layer ``a``'s incoming weights, bias,
-    per-unit parameters up to dense layer ``b`` and outgoing weights; None if not aligned."""
+def _unit_signatures(model, weights: dict, a: int, b: int, units: np.ndarray):
+    """``(len(units), k)`` rows: for each of ``units`` of dense layer ``a``, its incoming
+    weights, bias, per-unit parameters up to dense layer ``b`` and outgoing weights."""
     la = model.layers[a]
-    w_in = weights[f"{la.name}.w"]                      # (n_in, n)
-    n = w_in.shape[1]
-    parts = [w_in.T]
+    parts = [weights[f"{la.name}.w"][:, units].T]
     if f"{la.name}.b" in weights:
-        parts.append(weights[f"{la.name}.b"][:, None])
+        parts.append(weights[f"{la.name}.b"][units, None])
     for mid in model.layers[a + 1:b]:                   # per-unit parameters in between
         if isinstance(mid, BatchNorm):
-            parts += [weights[f"{mid.name}.gamma"][:, None], weights[f"{mid.name}.beta"][:, None]]
-    w_out = weights[f"{model.layers[b].name}.w"]       # (n, n_next)
-    if w_out.shape[0] != n:
-        return None
-    parts.append(w_out)
+            parts += [weights[f"{mid.name}.gamma"][units, None],
+                      weights[f"{mid.name}.beta"][units, None]]
+    parts.append(weights[f"{model.layers[b].name}.w"][units])
     return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts], axis=1)
 
 
-def _identical_rows(sig: np.ndarray) -> tuple[int, int]:
-    """``(rows that equal another row, groups of equal rows)``.
-
-    Rows are hashed exactly (a random linear hash of their 64-bit words in wrapping
-    integer arithmetic, which is associative, so equal rows always get equal
-    hashes); only rows with equal hashes are compared, so a large layer costs
-    about one pass over its weights instead of a lexicographic sort.
-    """
-    words = np.ascontiguousarray(sig + 0.0).view(np.uint64)  # + 0.0: -0.0 equals 0.0
-    mult = np.random.default_rng(12345).integers(1, 2**63, sig.shape[1], dtype=np.uint64) | 1
+def _hash_columns(a: np.ndarray) -> np.ndarray:
+    """An exact 64-bit hash of each column of ``a``: a random linear hash of the columns'
+    words in wrapping integer arithmetic, which is associative, so equal columns always
+    get equal hashes (-0.0 counts as 0.0)."""
+    a = np.asarray(a)
+    a = np.asarray(a + 0.0, dtype=np.float64 if a.dtype == np.float64 else np.float32)
+    words = a.view(np.uint64 if a.dtype == np.float64 else np.uint32).astype(np.uint64)
+    mult = np.random.default_rng(12345).integers(1, 2**63, a.shape[0], dtype=np.uint64) | 1
     with np.errstate(over="ignore"):
-        key = (words * mult).sum(axis=1, dtype=np.uint64)
-    order = np.argsort(key, kind="stable")
-    k = key[order]
+        return (words * mult[:, None]).sum(axis=0, dtype=np.uint64)
+
+
+def _repeated(keys: np.ndarray) -> np.ndarray:
+    """Indices of the entries of ``keys`` equal to another entry."""
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
     same = np.nonzero(k[1:] == k[:-1])[0]
-    if same.size == 0:
-        return 0, 0
-    candidates = np.unique(np.concatenate([order[same], order[same + 1]]))
-    _, counts = np.unique(sig[candidates], axis=0, return_counts=True)
-    return int(counts[counts > 1].sum()), int((counts > 1).sum())
+    return np.unique(np.concatenate([order[same], order[same + 1]]))
+
+
+def _identical_units(model, weights: dict, a: int, b: int) -> tuple[int, int, int]:
+    """``(units that copy another unit, groups of copies, units)`` of dense layer ``a``.
+
+    Only units whose incoming weights hash alike can be copies, so the full signatures
+    (with bias and outgoing weights) are built and compared for those alone: a random
+    initialisation costs one pass over the incoming weights.
+    """
+    w_in = weights[f"{model.layers[a].name}.w"]         # (n_in, n)
+    n = w_in.shape[1]
+    if weights[f"{model.layers[b].name}.w"].shape[0] != n:
+        return 0, 0, n
+    units = _repeated(_hash_columns(w_in))
+    if units.size == 0:
+        return 0, 0, n
+    sig = _unit_signatures(model, weights, a, b, units)
+    _, counts = np.unique(sig, axis=0, return_counts=True)
+    return int(counts[counts > 1].sum()), int((counts > 1).sum()), n
 
 
 def _symmetry_finding(model, a: int, b: int, copies: int, groups: int, n: int,
@@ -159,19 +172,17 @@ def check_symmetry(model, *, after_steps: int | None = None) -> list[Finding]:
     identical forever: the layer behaves like one unit. Zero or constant
     initialisation makes every unit of a layer such a copy.
     """
-    weights = model.get_weights()
     dense = [i for i, la in enumerate(model.layers) if "w" in la.params
              and la.params["w"].ndim == 2]
+    if len(dense) < 2:
+        return []
+    weights = model.get_weights()
     out = []
     for a, b in zip(dense, dense[1:]):
-        sig = _unit_signatures(model, weights, a, b)
-        if sig is None:
-            continue
-        copies, groups = _identical_rows(sig)
+        copies, groups, n = _identical_units(model, weights, a, b)
         if copies:
             zero = bool(np.all(weights[f"{model.layers[a].name}.w"] == 0))
-            out.append(_symmetry_finding(model, a, b, copies, groups, sig.shape[0],
-                                         after_steps, zero))
+            out.append(_symmetry_finding(model, a, b, copies, groups, n, after_steps, zero))
     return out
 
 

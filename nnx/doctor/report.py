@@ -8,10 +8,9 @@ of the run (with ``Doctor(verify_fixes=True)``) and the one recommendation.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from .detectors import loss_spikes
 from .figure import plot_trace
@@ -107,10 +106,10 @@ class Report:
             t = self.trace
             d["run"] = {k: v for k, v in t.meta.items() if _jsonable(v)}
             d["loss"] = {"steps": t.loss_steps.tolist(),
-                         "values": [float(v) if np.isfinite(v) else None for v in t.loss],
+                         "values": [v if math.isfinite(v) else None for v in t.loss.tolist()],
                          "spikes": t.loss_steps[loss_spikes(t)].tolist()}
             d["series"] = t.layer_series()
-            d["epochs"] = [{k: v for k, v in e.items() if _jsonable(v)} for e in t.epochs]
+            d["epochs"] = [dict(e) for e in t.epochs]  # host floats (Doctor.on_epoch_end)
         return d
 
     def markdown(self) -> str:
@@ -147,7 +146,7 @@ class Report:
             self.files["png"] = plot_trace(self.trace, os.path.join(out_dir, "doctor.png"),
                                            self.findings)
         self.files["json"] = _atomic_text(os.path.join(out_dir, "doctor.json"),
-                                          json.dumps(self.to_dict(), indent=1))
+                                          json.dumps(self.to_dict(), separators=(",", ":")))
         self.files["md"] = _atomic_text(os.path.join(out_dir, "doctor.md"), self.markdown())
         return dict(self.files)
 

@@ -56,7 +56,17 @@ def check(model, loss, x=None, y=None, *, validation_data=None, test_data=None,
 
 # --- the data ---------------------------------------------------------------------
 
-def _sample_rows(x: np.ndarray, limit: int = 20000) -> np.ndarray:
+#: the input checks read about this many values: evenly spaced rows, at least
+#: ``SAMPLE_MIN_ROWS`` of them (percentiles and feature ranges of raw pixels or of
+#: mixed units are off by orders of magnitude, far more than a sample's error)
+SAMPLE_VALUES = 2 ** 17
+SAMPLE_MIN_ROWS = 512
+
+
+def _sample_rows(x: np.ndarray) -> np.ndarray:
+    """Evenly spaced rows of ``x`` holding about ``SAMPLE_VALUES`` values."""
+    per_row = max(1, int(np.prod(x.shape[1:])))
+    limit = max(SAMPLE_MIN_ROWS, SAMPLE_VALUES // per_row)
     if x.shape[0] <= limit:
         return x
     idx = np.linspace(0, x.shape[0] - 1, limit).astype(np.int64)

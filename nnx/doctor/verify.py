@@ -24,6 +24,7 @@ from ..errors import NnxError
 from ..train.callbacks import Callback
 from .meta import schedule_of
 from .reconcile import flags
+from .static import check_data
 
 __all__ = ["RunCopy", "Trial", "verify", "VERIFY_STEPS", "KEEP_GAIN", "VERIFIABLE"]
 
@@ -80,15 +81,19 @@ class RunCopy:
 
     @classmethod
     def of(cls, trainer) -> RunCopy:
-        from ..train.lr_finder import clone_model
-
         self = cls()
         model = trainer.model
+        self.config = model.config()
+        # the initial weights, as host copies (an in-place optimizer changes the arrays);
+        # the model is rebuilt from them only when a fix is tried
+        self.weights = {k: np.array(v, copy=True) for k, v in model.get_weights().items()}
         try:
-            self.config = model.config()
-        except NotImplementedError:  # a custom layer without a config: copies only
-            self.config = None
-        self.model = clone_model(model)  # the initial weights
+            from ..layers import build
+
+            build(self.config)
+            self.model = None
+        except NnxError:  # a user's layer that is not registered: keep a copy of the objects
+            self.model = copy.deepcopy(model, {id(model.backend): model.backend})
         self.optimizer = copy.deepcopy(trainer.optimizer)
         self.loss, self.backend, self.seed = trainer.loss, trainer.backend, trainer.seed
         self.dtype = model.dtype
@@ -114,11 +119,13 @@ def _rebuilt(run: RunCopy, action: dict):
     """The model for ``action``: rebuilt from its configuration with a new initialisation,
     activation or output, else a copy with the original initial weights."""
     from ..layers import build
-    from ..train.lr_finder import clone_model
-
     if not action.keys() & {"init", "activation", "output"}:
-        return clone_model(run.model)
-    if run.config is None:
+        model = (build(run.config) if run.model is None
+                 else copy.deepcopy(run.model, {id(run.backend): run.backend}))
+        model.init(run.backend, 0, run.dtype)
+        model.set_weights(run.weights)
+        return model
+    if run.model is not None:
         raise _Skip("the model has layers that cannot be rebuilt from their configuration")
     layers = [copy.deepcopy(spec) for spec in run.config["layers"]]
     if action.get("output") == "linear":
@@ -231,7 +238,9 @@ def _train(run: RunCopy, action: dict, steps: int, watch):
                     batch_size=run.batch_size, validation_data=val)
     except NonFiniteError as exc:
         doctor.finish(exc)
-    return doctor.report, scale
+    # the data checks too, on the data the fix trained on (scaling fixes clear them)
+    data = [f.id for f in check_data(model, run.loss, x, y) if f.severity != "info"]
+    return doctor.report, scale, set(data)
 
 
 def _trial(run: RunCopy, trace, action: dict, sources: list, steps: int, watch) -> Trial:
@@ -240,24 +249,24 @@ def _trial(run: RunCopy, trace, action: dict, sources: list, steps: int, watch) 
     was = trace.loss[window]
     t.was = float(np.mean(was)) if was.size and np.isfinite(was).all() else math.inf
     try:
-        report, scale = _train(run, action, steps, watch)
+        report, scale, data = _train(run, action, steps, watch)
     except _Skip as exc:
         t.error = str(exc)
         return t
     except (NnxError, ValueError, TypeError, ArithmeticError) as exc:
         t.error = f"{type(exc).__name__}: {exc}"
         return t
-    _judge(t, report, window, scale)
+    _judge(t, report, window, scale, data)
     return t
 
 
-def _judge(t: Trial, report, window: slice, scale: float) -> None:
+def _judge(t: Trial, report, window: slice, scale: float, data: set) -> None:
     """Fill in the trial's loss, the symptoms gone and whether the fix is kept."""
     got = report.trace.loss[window] if report.trace.n_steps >= t.steps else np.array([np.inf])
     t.loss = float(np.mean(got)) if np.isfinite(got).all() else math.inf
     if scale != 1.0:  # standardised targets: compare errors relative to the targets' variance
         t.was, t.units = t.was / scale, "mean squared error / target variance"
-    left = report.ids("warning")
+    left = report.ids("warning") | data
     t.gone = [s for s in t.sources if s not in left]
     t.still = [s for s in t.sources if s in left]
     better = t.loss <= (1 - KEEP_GAIN) * t.was

@@ -14,7 +14,16 @@ import numpy as np
 from .. import findings as T
 from ..findings import Finding
 from ..trace import Trace
-from .common import loss_summary, lr_action, lr_flag, lr_of, median, update_ratio, weights
+from .common import (
+    early_update_ratio,
+    loss_summary,
+    lr_action,
+    lr_flag,
+    lr_of,
+    median,
+    update_ratio,
+    weights,
+)
 
 __all__ = ["detect_learning_rate", "median_update_ratio"]
 
@@ -26,6 +35,8 @@ _INIT_CAUSES = {"initial-loss-off", "unscaled-inputs", "symmetric-units"}
 _BLOCKED = {"zero-gradients", "stalled-weights", "tiny-gradients", "symmetric-units",
             "vanishing-gradients", "vanishing-activations", "lr-schedule-collapse",
             "over-regularised"}
+#: what huge first updates leave behind
+_KILLED = {"dead-relu", "zero-gradients", "stalled-weights"}
 #: causes of large relative updates that a lower learning rate does not fix
 _NOT_THE_RATE = {"over-regularised"}
 
@@ -72,8 +83,21 @@ def _big_updates_explain(ids: set, summary: dict, ratio) -> bool:
     return bool(ids & _UNSTABLE) or summary["progress"] < 0.5 or "saturated-units" in ids
 
 
-def _reasons_too_high(summary, ratio, ids, diverged, unstable) -> list[str]:
+def _blown_early(trace: Trace, ids: set) -> float | None:
+    """The early update/weight ratio when the first updates were huge and the units or the
+    gradients died after them (the median over the run then reads small: dead weights
+    do not move)."""
+    early = early_update_ratio(trace)
+    if early is None or early <= T.LR_BLOWN_UPDATE_RATIO or not ids & _KILLED:
+        return None
+    return early
+
+
+def _reasons_too_high(summary, ratio, ids, diverged, blown) -> list[str]:
     why = []
+    if blown:
+        why.append(f"the first updates were {blown:.2g} of the weights per step, then "
+                   + " and ".join(sorted(ids & _KILLED)))
     if "non-finite" in ids:
         why.append("the loss became non-finite")
     if diverged:
@@ -82,32 +106,30 @@ def _reasons_too_high(summary, ratio, ids, diverged, unstable) -> list[str]:
     if ratio is not None and ratio > T.LR_HIGH_UPDATE_RATIO:
         why.append(f"updates are {ratio:.2g} of the weights per step "
                    f"(healthy is about {T.HEALTHY_UPDATE_RATIO:g})")
-    if unstable and "non-finite" not in ids:
+    if ids & _UNSTABLE and "non-finite" not in ids:
         why.append("the loss is unstable")
     return why
 
 
 def _too_high(trace, found, ids, summary, ratio, per_layer, evidence) -> list[Finding]:
-    diverged = _diverged(trace, summary)
-    unstable = bool(ids & _UNSTABLE)
     if ids & _NOT_THE_RATE and "non-finite" not in ids:
         return []
-    if not (diverged or "non-finite" in ids or _big_updates_explain(ids, summary, ratio)):
+    diverged = _diverged(trace, summary)
+    blown = _blown_early(trace, ids)
+    # a run that blew up says little about the rate that works: aim for healthy updates
+    far = "non-finite" in ids or diverged or blown is not None
+    if not (far or _big_updates_explain(ids, summary, ratio)):
         return []
-    why = _reasons_too_high(summary, ratio, ids, diverged, unstable)
+    why = _reasons_too_high(summary, ratio, ids, diverged, blown)
     # with a broken initialisation or unscaled inputs every learning rate looks too
     # high: the gradients themselves are huge; that cause comes first
     init_issue = _init_issue(found, ids)
     if init_issue:
         why.append("but fix the initialisation/input scaling first: "
                    + ", ".join(sorted(init_issue)))
-    severity = "info" if init_issue else (
-        "error" if "non-finite" in ids or diverged else "warning")
     lr = lr_of(trace)
-    # a run that blew up says little about the rate that works: aim for healthy updates
-    far = "non-finite" in ids or diverged
     return [Finding(
-        "lr-too-high", severity,
+        "lr-too-high", "info" if init_issue else ("error" if far else "warning"),
         "learning rate too high" + (f" (lr {lr:g})" if lr else "") + ": " + "; ".join(why),
         "Each step overshoots the minimum: the loss jumps, oscillates or diverges, and "
         "sigmoid/tanh units are pushed into saturation.",

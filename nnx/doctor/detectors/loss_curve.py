@@ -75,26 +75,37 @@ def loss_spikes(trace: Trace) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         windows = np.lib.stride_tricks.sliding_window_view(finite[:-1], w)  # (n - w, w)
-        med = np.nanmedian(windows, axis=1)
+        med = _row_medians(windows)
         x = finite[w:]
         ahead = np.lib.stride_tricks.sliding_window_view(
             np.concatenate([finite[w + 1:], np.full(w, np.nan)]), w)
         after = np.nanmin(ahead, axis=1)
         spike = (x > T.SPIKE_FACTOR * med) & (after < x / T.SPIKE_FACTOR)
-        if not trace.meta.get("full_batch"):
-            spike &= _beyond_batch_noise(finite, windows, med, x, ahead)
-    return np.nonzero(spike)[0] + w
+        at = np.nonzero(spike)[0]
+        if at.size and not trace.meta.get("full_batch"):
+            at = at[_beyond_batch_noise(finite, windows[at], med[at], x[at], ahead[at], at)]
+    return at + w
 
 
-def _beyond_batch_noise(finite, windows, med, x, ahead):
+def _row_medians(a: np.ndarray) -> np.ndarray:
+    """Median of each row, ignoring NaN (NumPy's nanmedian only where a row holds one)."""
+    bad = np.isnan(a).any(axis=1)
+    out = np.empty(a.shape[0])
+    out[~bad] = np.median(a[~bad], axis=1)
+    if bad.any():
+        out[bad] = np.nanmedian(a[bad], axis=1)
+    return out
+
+
+def _beyond_batch_noise(finite, windows, med, x, ahead, at):
     """Minibatch spikes must stand out of the batch-to-batch spread, undo progress and
-    last beyond the spiking batch."""
+    last beyond the spiking batch. Every argument is for the candidate steps ``at``."""
     w = T.SPIKE_WINDOW
-    mad = np.nanmedian(np.abs(windows - med[:, None]), axis=1) * 1.4826
+    mad = _row_medians(np.abs(windows - med[:, None])) * 1.4826
     start = float(np.nanmax(finite[:w]))
     best_so_far = np.fmin.accumulate(np.where(np.isfinite(finite), finite, np.inf))
-    progress = np.maximum(start - best_so_far[w - 1:-1], 0.0)
-    lasting = np.nanmedian(ahead, axis=1) > med + T.SPIKE_LASTING_MAD * mad
+    progress = np.maximum(start - best_so_far[w - 1:-1][at], 0.0)
+    lasting = _row_medians(ahead) > med + T.SPIKE_LASTING_MAD * mad
     return (x > med + T.SPIKE_MAD * mad) & (x - med > T.SPIKE_UNDO * progress) & lasting
 
 
@@ -192,9 +203,10 @@ def detect_plateau(trace: Trace) -> list[Finding]:
     if expected and abs(end - expected) < 0.05 * expected:
         prior = (f" - that is the loss of predicting the class frequencies "
                  f"({expected:.3g}); the model has learned nothing from the inputs")
+    first = float(trace.loss[0]) if np.isfinite(trace.loss[0]) else start
     return [Finding(
         "loss-plateau", "warning",
-        f"the loss is stuck at {end:.4g} ({100 * end / start:.0f}% of where it "
+        f"the loss is stuck at {end:.4g} ({100 * end / first:.0f}% of where it "
         f"started) over the last {trace.n_steps - int(steps[s.size // 2])} steps" + prior,
         "Learning has stopped while the loss is still high: no useful gradient "
         "reaches the weights (vanishing or zero gradients, saturation, dead units) "

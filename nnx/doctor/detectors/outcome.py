@@ -31,7 +31,7 @@ _EXPLAINS = (
                               "under-training", "loss-plateau"}),
     ("over-regularised", {"lr-too-high", "loss-plateau", "under-training"}),
     ("lr-too-low", {"under-training"}),
-    ("below-baseline", {"loss-spikes", "loss-oscillation", "loss-plateau"}),
+    ("below-baseline", {"loss-spikes", "loss-oscillation"}),
 )
 
 

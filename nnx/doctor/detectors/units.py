@@ -78,6 +78,12 @@ def _over_threshold(trace: Trace, kind: str):
     if window is None or window.rows < _MIN_WINDOW_ROWS:
         return None
     layers = _layers_over(trace, window, kind)
+    last = trace.windows[-1]
+    if kind == "dead" and not layers and last.rows >= _MIN_WINDOW_ROWS:
+        # a short run whose units died late: its last window alone holds too few rows to
+        # call one unit dead, but not to see most of a layer dead at once
+        layers = [h for h in _layers_over(trace, last, kind) if h[1] >= T.DEAD_FRACTION_ERROR]
+        window = last if layers else window
     if not layers:
         return None
     return window, layers, _first_window_steps(trace, kind), max(f for _, f, _, _ in layers)
