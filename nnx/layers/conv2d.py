@@ -95,41 +95,53 @@ class Conv2D(Layer):
                                                 device=backend.device)
         self.zero_grads()
 
-    def forward(self, x, *, train=False):
-        check_images(self, x, self.in_channels)
+    def _columns(self, x):
+        """im2col of ``x``: ``cols`` ``(batch*out_h*out_w, k*k*C)``, columns ordered
+        (i, j, c) like ``w`` reshaped to ``(k*k*C, filters)``; also the padded shape,
+        the padding before (top, left) and the output size (out_h, out_w)."""
         xp = array_namespace(x)
         bsz, h, wd, c = x.shape
         k, s = self.kernel_size, self.stride
         top, bottom, left, right, ho, wo = window_output(self, (h, wd), k, s, self.padding)
         xpad = zero_pad(x, top, bottom, left, right)
-        # columns ordered (i, j, c), matching w reshaped to (k*k*c, filters)
         cols = xp.concat([window(xpad, i, j, s, ho, wo) for i in range(k) for j in range(k)],
                          axis=3)
-        cols = xp.reshape(cols, (bsz * ho * wo, k * k * c))
-        w = xp.reshape(self.params["w"], (k * k * c, self.filters))
+        return (xp.reshape(cols, (bsz * ho * wo, k * k * c)), tuple(xpad.shape), (top, left),
+                (ho, wo))
+
+    def forward(self, x, *, train=False):
+        check_images(self, x, self.in_channels)
+        xp = array_namespace(x)
+        bsz, h, wd, c = x.shape
+        k, s, f = self.kernel_size, self.stride, self.filters
+        cols, padded, (top, left), (ho, wo) = self._columns(x)
+        w = xp.reshape(self.params["w"], (k * k * c, f))
         y = xp.matmul(cols, w)
         if self.bias:
             y = y + self.params["b"]
-        y = xp.reshape(y, (bsz, ho, wo, self.filters))
+        # evaluation keeps only x (cols are the largest buffer); a backward rebuilds them
+        kept = cols if train else None
+        del cols
 
         def backward(dy, need_dx=True):
-            dy2 = xp.reshape(dy, (bsz * ho * wo, self.filters))
+            dy2 = xp.reshape(dy, (bsz * ho * wo, f))
+            cols = kept if kept is not None else self._columns(x)[0]
             # dw = cols^T dy (summed over every output position of the batch), db = sum dy
-            self.grads["w"] += xp.reshape(xp.matmul(cols.mT, dy2), (k, k, c, self.filters))
+            self.grads["w"] += xp.reshape(xp.matmul(cols.mT, dy2), (k, k, c, f))
             if self.bias:
                 self.grads["b"] += xp.sum(dy2, axis=0)
             if not need_dx:
                 return None
             # dcols = dy w^T; each kernel entry's block goes back where its slice came from
             dcols = xp.reshape(xp.matmul(dy2, w.mT), (bsz, ho, wo, k * k * c))
-            dxpad = xp.zeros(tuple(xpad.shape), dtype=x.dtype, device=device_of(x))
+            dxpad = xp.zeros(padded, dtype=x.dtype, device=device_of(x))
             for i in range(k):
                 for j in range(k):
                     at = (i * k + j) * c
                     add_window(dxpad, i, j, s, dcols[..., at:at + c])
             return crop(dxpad, top, left, h, wd)
 
-        return y, backward
+        return xp.reshape(y, (bsz, ho, wo, f)), backward
 
     def config(self) -> dict:
         return {"filters": self.filters, "kernel_size": self.kernel_size,
