@@ -13,6 +13,7 @@ import os
 
 import pytest
 
+import nnx
 from nnx import backends
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -58,3 +59,15 @@ def float_dtype(request, backend):
     if request.param not in float_dtypes(backend):
         pytest.skip(f"{backend.label} has no {request.param}")
     return request.param
+
+
+@pytest.fixture(scope="module")
+def blobs_400():
+    """Three 2-D Gaussian blobs, 400 examples (seed 1): data of the Trainer tests."""
+    return nnx.data.blobs(n=400, classes=3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def blobs_300():
+    """Three 2-D Gaussian blobs, 300 examples (seed 2): data of the Trainer tests."""
+    return nnx.data.blobs(n=300, classes=3, seed=2)

@@ -1,22 +1,20 @@
-"""Run settings: layered resolution with sources, TOML errors, and property tests.
+"""Run settings: layered resolution with sources, dataset defaults, TOML errors, the
+normalised values validation returns, and property tests.
 
-The property tests feed random names, values, TOML text and arrays to the
-settings checker, the resolver and the trainer's data check: each call must
-succeed or raise an :class:`nnx.errors.NnxError`, never anything else.
+The property tests feed random names, values and TOML text to the settings checker and
+the resolver: each call must succeed or raise an :class:`nnx.errors.NnxError`, never
+anything else. The same for the Trainer's data check is in test_data_checks.py.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
-import nnx
 from nnx import settings as cfg
 from nnx.errors import ConfigError, NnxError
 
@@ -32,7 +30,7 @@ def _sources(resolved):
     return {k: v["source"] for k, v in resolved.items()}
 
 
-# --- resolution ----------------------------------------------------------------------------
+# --- resolution -------------------------------------------------------------------------------
 
 
 def test_layers_defaults_dataset_toml_flags(tmp_path):
@@ -61,6 +59,13 @@ def test_dataset_defaults_follow_the_dataset_chosen_anywhere(tmp_path):
     r = cfg.resolve({"epochs": 5}, None, previous)
     assert _sources(r)["dataset"] == "resumed run" and _values(r)["hidden"] == "32"
     assert (_values(r)["epochs"], _sources(r)["epochs"]) == (5, "flag")
+
+
+def test_every_dataset_default_is_a_valid_setting():
+    for dataset, overrides in cfg.DATASET_DEFAULTS.items():
+        resolved = cfg.resolve({"dataset": dataset})
+        for key, value in overrides.items():
+            assert resolved[key] == {"value": value, "source": "dataset"}, (dataset, key)
 
 
 @pytest.mark.parametrize("body, words", [
@@ -110,11 +115,14 @@ def test_bad_hidden_sizes(bad):
         cfg.hidden_sizes(bad)
 
 
-# --- properties: settings ------------------------------------------------------------------
+# --- properties: settings ---------------------------------------------------------------------
+
 
 _ANY = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
                  st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
                  st.lists(st.integers(-5, 300), max_size=4))
+
+
 _NAMES = st.one_of(st.sampled_from(sorted(cfg.BY_NAME)), st.text(max_size=15))
 
 
@@ -161,87 +169,7 @@ def test_toml_text_succeeds_or_raises_an_nnx_error(tmp_path_factory, lines):
         pass
 
 
-# --- properties: the trainer's data check --------------------------------------------------
-
-_DTYPES = st.sampled_from([np.float32, np.float64, np.float16, np.int64, np.int8, np.uint8,
-                           np.bool_, np.complex64, np.str_])
-
-
-@st.composite
-def _arrays(draw, rows):
-    dtype = draw(_DTYPES)
-    ndim = draw(st.integers(0, 3))
-    shape = tuple([rows] + [draw(st.integers(0, 4)) for _ in range(ndim - 1)]) if ndim else ()
-    if dtype is np.str_:
-        return np.full(shape, "a")
-    a = draw(hnp.arrays(dtype, shape, elements=None if dtype in (np.bool_, np.complex64) else
-                        hnp.from_dtype(np.dtype(dtype), allow_nan=True, allow_infinity=True)
-                        if np.dtype(dtype).kind == "f" else
-                        hnp.from_dtype(np.dtype(dtype))))
-    return a
-
-
-@st.composite
-def _pairs(draw):
-    n = draw(st.integers(0, 6))
-    if draw(st.booleans()):  # near-valid: (n, 3) features and small integer or float labels
-        x = draw(hnp.arrays(draw(st.sampled_from([np.float32, np.float64, np.int64])), (n, 3),
-                            elements=st.integers(-100, 100)))
-        y = np.asarray(draw(st.lists(st.sampled_from([0, 1, 2, 3, -1, 0.5]), min_size=n,
-                                     max_size=n)), dtype=draw(st.sampled_from(["int64",
-                                                                                "float64"])))
-    else:
-        x = draw(_arrays(n))
-        y = draw(_arrays(draw(st.sampled_from([n, n, n + 1]))))
-    if draw(st.booleans()) and x.size and x.dtype.kind == "f":
-        x = x.copy()
-        flat = x.reshape(-1)
-        flat[draw(st.integers(0, flat.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
-    return x, y
-
-
-@pytest.fixture(scope="module")
-def trainers():
-    return {loss: nnx.Trainer(nnx.mlp([3, 4, 3 if loss != "bce" else 1]), loss)
-            for loss in ("cross_entropy", "mse", "bce")}
-
-
-@PROPS
-@given(pair=_pairs(), loss=st.sampled_from(["cross_entropy", "mse", "bce"]))
-def test_trainer_data_check_succeeds_or_raises_an_nnx_error(trainers, pair, loss):
-    from nnx.train.device_data import to_device_xy
-
-    x, y = pair
-    tr = trainers[loss]  # on NumPy: the device arrays are host arrays
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            xc, yc = to_device_xy(tr, x, y, "training data")
-        except NnxError as exc:
-            assert "training data" in str(exc) or "numeric" in str(exc)
-            return
-    assert xc.shape == (len(yc), 3) and np.isfinite(xc.astype(np.float64)).all()
-    if loss == "cross_entropy" and yc.ndim == 1:
-        assert yc.dtype == np.int64 and (0 <= yc).all() and (yc < 3).all()
-    if loss == "mse":
-        assert yc.ndim == 2 and np.isfinite(yc).all()
-
-
-@PROPS
-@given(pair=_pairs())
-def test_fit_succeeds_or_raises_an_nnx_error(pair):
-    x, y = pair
-    tr = nnx.Trainer(nnx.mlp([3, 3]), "cross_entropy", nnx.SGD(0.1))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            h = tr.fit(x, y, epochs=1, batch_size=2)
-        except NnxError:
-            return
-    assert len(h) == 1 and math.isfinite(h["loss"][0])
-
-
-# --- normalised values ---------------------------------------------------------------------
+# --- normalised values ------------------------------------------------------------------------
 
 
 def test_validate_returns_the_normalised_settings():

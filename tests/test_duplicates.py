@@ -1,0 +1,65 @@
+"""Duplicate rows (nnx.data.find_duplicates): between two sets and within one, exact to
+the bit, at MNIST size; the doctor's duplicate mask is the same finder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnx.data import find_duplicates
+from nnx.errors import DataError
+
+
+def test_find_duplicates_between_sets():
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (2000, 784), dtype=np.uint8)
+    test = rng.integers(0, 256, (500, 784), dtype=np.uint8)
+    test[[3, 10, 400]] = train[[7, 1999, 0]]
+    found = find_duplicates(train, test)
+    assert found.count == 3
+    assert found.examples.tolist() == [[7, 3], [1999, 10], [0, 400]]
+    assert find_duplicates(train, test, max_examples=1).examples.shape == (1, 2)
+    assert find_duplicates(train.astype(np.float32) / 255, test.astype(np.float32) / 255) \
+        .count == 3
+    assert find_duplicates(train[:, :100], test[:, :100]).count == 3
+    assert find_duplicates(train[:5], test[:3]).count == 0
+
+
+def test_find_duplicates_exactness():
+    a = np.array([[0.0, 1.0, 2.0], [1.0, 2.0, 3.0]], np.float32)
+    b = np.array([[-0.0, 1.0, 2.0], [1.0, 2.0, 3.0 + 1e-6], [1, 2, 3]], np.float32)
+    found = find_duplicates(a, b)
+    assert found.count == 2 and found.examples.tolist() == [[0, 0], [1, 2]]
+    assert find_duplicates(a, b.astype(np.float64)).count == 2  # compared in a common dtype
+    with pytest.raises(DataError, match="3 and 4 features"):
+        find_duplicates(a, np.ones((2, 4)))
+
+
+def test_find_duplicates_within_one_set():
+    x = np.arange(30, dtype=np.float32).reshape(10, 3)
+    x[[4, 8, 9]] = x[[1, 1, 2]]
+    found = find_duplicates(x)
+    assert found.count == 3 and found.examples.tolist() == [[1, 4], [1, 8], [2, 9]]
+    assert find_duplicates(np.arange(12).reshape(4, 3)).count == 0
+
+
+def test_find_duplicates_on_mnist_sized_arrays():
+    rng = np.random.default_rng(1)
+    train = rng.integers(0, 256, (60000, 784), dtype=np.uint8)
+    test = rng.integers(0, 256, (10000, 784), dtype=np.uint8)
+    test[::1000] = train[:10]
+    found = find_duplicates(train, test)
+    assert found.count == 10 and found.examples[0].tolist() == [0, 0]
+
+
+def test_the_doctors_duplicate_mask_is_the_duplicate_finder():
+    from nnx.doctor import duplicate_rows
+
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 4, (300, 3)).astype(np.float32)
+    b = rng.integers(0, 4, (200, 3)).astype(np.float32)
+    found = find_duplicates(a, b, max_examples=len(b))
+    mask = duplicate_rows(a, b)
+    assert mask.sum() == found.count > 0 and mask[found.examples[:, 1]].all()
+    assert not duplicate_rows(a, np.zeros((0, 3))).size
