@@ -6,6 +6,9 @@ After a few hundred plain SGD steps the losses and weights agree with a NumPy
 float64 run within float32 tolerance (float64 runs agree far more closely).
 The update is written both by hand (``p = p - lr * g`` through the layer dicts,
 which works on libraries without in-place updates) and with ``nnx.SGD``.
+
+The same holds through the Trainer (one seed, the same losses on every CPU backend in
+float64), and a model saved from one backend loads on the next.
 """
 
 from __future__ import annotations
@@ -18,13 +21,22 @@ import pytest
 import nnx
 from nnx import backends
 from nnx.losses import get_loss
+from nnx.train import Trainer
 
 STEPS = 300
+
+
 BATCH = 32
+
+
 LR = 0.2
+
+
 LOG_EVERY = 50
-#: agreement with the NumPy float64 run, relative to the value (weights: to the largest)
+
+
 RTOL = {"float32": 2e-5, "float64": 1e-12}
+
 
 MODELS = {
     "tanh": lambda: nnx.mlp([4, 16, 3], activation="tanh"),
@@ -101,3 +113,45 @@ def test_every_backend_starts_from_the_same_weights(backend):
         assert start.keys() == expected.keys()
         for k in start:
             np.testing.assert_array_equal(start[k], expected[k], err_msg=f"{name} {k}")
+
+
+# --- through the Trainer, and through a saved model -------------------------------------------
+
+
+def test_same_seed_same_run_on_every_cpu_backend(blobs_400):
+    """Weights and shuffles come from the host generator: float64 runs agree across backends."""
+    runs = {}
+    for device in ("numpy", "strict:device1", "torch"):
+        try:
+            b = backends.get(device)
+        except backends.BackendUnavailable:
+            continue
+        tr = Trainer(nnx.mlp([2, 8, 3]), optimizer=nnx.SGD(0.1, momentum=0.9), device=b,
+                     dtype="float64", seed=5)
+        runs[device] = tr.fit(blobs_400.x_train, blobs_400.y_train, epochs=2, batch_size=50)["loss"]
+    ref = runs.pop("numpy")
+    for device, losses in runs.items():
+        np.testing.assert_allclose(losses, ref, rtol=1e-12, err_msg=device)
+
+
+def test_save_load_round_trip_numpy_strict_torch(tmp_path):
+    ds = nnx.data.blobs(n=120, features=3, seed=0)
+    tr = nnx.Trainer(nnx.mlp([3, 16, 4], dropout=0.1, batchnorm=True), lr=0.01, seed=0)
+    tr.fit(ds.x_train, ds.y_train, epochs=2, batch_size=16)
+    ref = tr.predict_proba(ds.x_test)
+    nnx.checkpoint.save(tr.model, tmp_path / "numpy.npz")
+    path = tmp_path / "numpy.npz"
+    for device in ("strict:device1", "torch"):
+        try:
+            backends.get(device)
+        except backends.BackendUnavailable as exc:
+            pytest.skip(str(exc))
+        model = nnx.checkpoint.load(path, device=device)
+        assert model.backend.label == device
+        got = nnx.Trainer(model, device=device).predict_proba(ds.x_test)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6, err_msg=device)
+        path = tmp_path / f"{device.replace(':', '-')}.npz"
+        nnx.checkpoint.save(model, path)  # saved from this backend, loaded on the next
+    final = nnx.checkpoint.load(path, device="numpy")
+    for k, v in tr.model.get_weights().items():
+        np.testing.assert_array_equal(final.get_weights()[k], v)

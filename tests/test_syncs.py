@@ -4,6 +4,10 @@ A training step must never read a device value on the host (on a GPU each
 read waits for the queue to drain); an epoch reads only at its logging points.
 The counting backend wraps the real namespace, so NumPy's and torch's own
 paths (and their fast paths) are what gets counted, not a stand-in.
+
+Two other counters check the same from the outside: the counting context of
+``nnx.testing.counting`` around a whole fit, and array-api-strict's own conversions
+counted directly.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from conftest import get_backend_or_skip
 
 import nnx
 from nnx import backends
-from nnx.testing.counting import Counts, counting_backend
+from nnx.testing.counting import Counts, count, counting_backend
+from nnx.train import Callback, ProgressBar, Trainer
 
 DEVICES = ["numpy", "strict", "strict:device1", "torch"]
 
@@ -61,7 +66,8 @@ def _per_step(marks):
             if a[0] == b[0]]
 
 
-# --- the wrapper itself --------------------------------------------------------------
+# --- the wrapper itself -----------------------------------------------------------------------
+
 
 def test_counting_backend_counts_operators_functions_and_reads(counted):
     xp, c = counted.xp, counted.counts
@@ -93,7 +99,8 @@ def test_counting_backend_trains_like_the_backend_it_wraps(counted):
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
 
 
-# --- training steps make no host reads --------------------------------------------------
+# --- training steps make no host reads --------------------------------------------------------
+
 
 OPTIMIZERS = {
     "sgd": lambda: nnx.SGD(0.05),
@@ -113,6 +120,81 @@ def test_a_step_makes_no_host_read(counted, opt):
     assert all(syncs == 0 for _, syncs in steps), steps
     # the same operations every step: nothing grows or branches on values
     assert len({ops for ops, _ in steps[1:12]}) == 1, steps
+
+
+class _EveryHook(Callback):
+    """Implements every hook without reading anything: must not add host reads."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def on_backward_end(self, trainer, state):
+        self.steps += 1
+
+    def on_step_end(self, trainer, state):
+        assert not isinstance(state.loss, float)
+
+
+def _syncs(backend, batch_size, callbacks=(), **fit):
+    ds = nnx.data.blobs(n=240, classes=3, seed=0)
+    tr = Trainer(nnx.mlp([2, 8, 3], dropout=0.1), device=backend, lr=0.01)
+    with count(backend) as c:
+        tr.fit(ds.x_train, ds.y_train, epochs=3, batch_size=batch_size, callbacks=callbacks,
+               **fit)
+    return c.syncs, tr
+
+
+def test_no_host_read_per_step():
+    strict = backends.get("strict:device1")
+    full, tr_full = _syncs(strict, "full")
+    many, tr_many = _syncs(strict, 8, callbacks=[_EveryHook()],
+                           validation_split=0.2)
+    assert tr_full.steps_per_epoch == 1 and tr_many.steps_per_epoch == 20
+    # host reads happen per epoch (loss, accuracy, validation), never per step
+    val_reads = 2 * 3
+    assert many == full + val_reads, (full, many)
+    assert full <= 3 * 2
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """Counts every device->host read on array-api-strict arrays and the backend's to_numpy."""
+    from array_api_strict._array_object import Array
+
+    counts = {"n": 0}
+    for name in ("__float__", "__bool__", "__int__", "__index__"):
+        original = getattr(Array, name)
+
+        def counted(self, *a, _original=original, **k):
+            counts["n"] += 1
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(Array, name, counted)
+    backend = backends.get("strict:device1")
+    original_to_numpy = backend._to_numpy
+
+    def to_numpy(x):
+        counts["n"] += 1
+        return original_to_numpy(x)
+
+    monkeypatch.setattr(backend, "_to_numpy", to_numpy)
+    return backend, counts
+
+
+def test_zero_host_reads_per_step(host_reads):
+    backend, counts = host_reads
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 120)
+    reads = {}
+    for batch_size in (8, 60):  # 15 and 2 steps per epoch
+        tr = Trainer(nnx.mlp([4, 8, 3], dropout=0.1), optimizer="adam", device=backend, seed=0)
+        counts["n"] = 0
+        tr.fit(x, y, epochs=3, batch_size=batch_size)
+        reads[batch_size] = counts["n"]
+        assert tr.step == 3 * (120 // batch_size)
+    # one logging point per epoch reading the loss sum and the correct count: 2 reads each
+    assert reads[8] == reads[60] == 3 * 2
 
 
 def test_dropout_and_batchnorm_steps_make_no_host_read(counted):
@@ -162,6 +244,9 @@ def test_validation_adds_its_reads_once_per_epoch(counted):
     assert extra.tolist() == [2, 2]  # validation loss and accuracy
 
 
+# --- a read inside a step is caught -----------------------------------------------------------
+
+
 class _ReadsEveryStep(nnx.callbacks.Callback):
     def on_step_end(self, trainer, state):
         float(state.loss)
@@ -175,6 +260,21 @@ def test_a_read_inside_a_step_is_caught(counted):
     assert [s for _, s in _per_step(marks)] == [1] * 6
 
 
+def test_counting_catches_a_read_inside_a_step(host_reads):
+    backend, counts = host_reads
+
+    class ReadsLoss(Callback):
+        def on_step_end(self, trainer, state):
+            float(state.loss)
+
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    y = np.arange(40) % 3
+    tr = Trainer(nnx.mlp([4, 8, 3]), device=backend)
+    counts["n"] = 0
+    tr.fit(x, y, epochs=1, batch_size=8, callbacks=[ReadsLoss()])
+    assert counts["n"] == 2 + 5
+
+
 def test_printing_and_library_transfers_count_as_reads(counted):
     c = counted.counts
     a = counted.asarray(np.ones((2, 2), dtype=np.float32), "float32")
@@ -184,3 +284,32 @@ def test_printing_and_library_transfers_count_as_reads(counted):
     if counted.name == "torch":
         a.cpu()
         assert c.syncs - before == 3
+
+
+# --- the progress bar -------------------------------------------------------------------------
+
+
+class _Tty:
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_progress_bar_reads_the_device_only_when_it_redraws():
+    strict = backends.get("strict:device1")
+    base, _ = _syncs(strict, 8)
+    quiet, _ = _syncs(strict, 8, callbacks=[ProgressBar(stream=_Tty(), quiet=True)])
+    tty = _Tty()
+    live, tr = _syncs(strict, 8, callbacks=[ProgressBar(stream=tty, every=5)])
+    assert quiet == base
+    redraws = 3 * (tr.steps_per_epoch // 5)
+    assert live == base + redraws
+    assert tty.text.count("\r") >= redraws and tty.text.count("\n") == 3
