@@ -102,22 +102,23 @@ def optimizer(name):
     return nnx.SGD(0.1, momentum=0.9) if name == "sgdm" else nnx.Adam(0.01)
 
 
-def case_name(opt, dtype, dropout, batchnorm=False, device="cpu"):
+def case_name(opt, dtype, dropout, batchnorm=False, device="cpu", sync=True):
     return f"{opt}-{dtype}-d{dropout}" + ("-bn" if batchnorm else "") + (
-        f"-{device}" if device != "cpu" else "")
+        "-local" if not sync else "") + (f"-{device}" if device != "cpu" else "")
 
 
 def parse_case(case: str) -> dict:
-    """``opt:dtype:dropout[:bn][:torch]`` as keyword arguments of :func:`case_name`."""
+    """``opt:dtype:dropout[:bn[:local]][:torch]`` as keyword arguments of :func:`case_name`
+    (``bn``: BatchNorm, synchronised unless ``local``)."""
     opt, dtype, dropout, *flags = case.split(":")
     return {"opt": opt, "dtype": dtype, "dropout": dropout, "batchnorm": "bn" in flags,
-            "device": "torch" if "torch" in flags else "cpu"}
+            "device": "torch" if "torch" in flags else "cpu", "sync": "local" not in flags}
 
 
 def train_cases(out, *cases):
-    """Train each case ``opt:dtype:dropout[:bn][:torch]`` data-parallel (``bn``: with
-    synchronised BatchNorm); rank 0 saves the weights and logs of every case to OUT
-    (``.npz``), and whether every rank ended with the same weights."""
+    """Train each case (see :func:`parse_case`) data-parallel; rank 0 saves the weights
+    and logs of every case to OUT (``.npz``), and whether every rank ended with the same
+    weights."""
     import nnx
 
     comm = connect("auto", "cpu", timeout=60)
@@ -128,7 +129,7 @@ def train_cases(out, *cases):
         c = parse_case(case)
         trainer = nnx.Trainer(small_model(float(c["dropout"]), c["batchnorm"]), "cross_entropy",
                               optimizer(c["opt"]), seed=0, dtype=c["dtype"], device=c["device"],
-                              distributed=comm, sync_batchnorm=c["batchnorm"])
+                              distributed=comm, sync_batchnorm=c["batchnorm"] and c["sync"])
         trainer.fit(x, y, epochs=EPOCHS, batch_size=BATCH, validation_data=(xv, yv))
         name = case_name(**c)
         weights = trainer.model.get_weights()

@@ -244,6 +244,20 @@ def test_two_ranks_train_the_parameters_of_one_process(two_ranks, case):
         assert abs(logged - one.history.history[key]).max() <= 10 * TOLERANCE[dtype], key
 
 
+def test_batchnorm_keeps_local_statistics_unless_synchronised(tmp_path):
+    import numpy as np
+
+    out = tmp_path / "local.npz"
+    proc = mpirun(2, "train_cases", out, "sgdm:float64:0:bn:local")
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out) as z:
+        saved = dict(z)
+    name = "sgdm-float64-d0-bn-local"
+    assert bool(saved[f"{name}/same_on_every_rank"])  # running statistics: rank 0's
+    synced = reference("sgdm:float64:0:bn").model.get_weights()
+    assert _largest_difference(synced, saved, name) > 1e-6  # each rank normalised its rows
+
+
 def test_the_equality_test_catches_planted_mistakes(tmp_path):
     import numpy as np
 
