@@ -18,8 +18,10 @@ import warnings
 
 from . import cupy_backend, numpy_backend, strict_backend, torch_backend
 from ._base import Backend, BackendUnavailable
+from .fast import array_namespace
 
-__all__ = ["Backend", "BackendUnavailable", "get", "available", "DEVICE_HELP"]
+__all__ = ["Backend", "BackendUnavailable", "get", "available", "DEVICE_HELP",
+           "array_namespace"]
 
 MODULES = {m.NAME: m for m in (numpy_backend, cupy_backend, torch_backend, strict_backend)}
 

@@ -37,6 +37,9 @@ class Backend:
     inplace : True when arrays can be updated in place (``x -= y``).
     fast : the library's ``out=`` functions (:class:`backends.fast.OutKernels`), which
         optimizers use to skip temporaries; None where the library has none.
+    flat_params : True when slices and reshapes of a contiguous 1-D array are views
+        that write through (NumPy, CuPy, torch): a model then keeps all its parameters
+        in one flat buffer and all its gradients in another (:mod:`nnx.layers.flat`).
     """
 
     name: str
@@ -46,6 +49,7 @@ class Backend:
     has_float64: bool = True
     inplace: bool = True
     fast: Any = None
+    flat_params: bool = False
     _to_numpy: Callable[[Any], np.ndarray] = field(default=np.asarray, repr=False)
     _sync: Callable[[], None] = field(default=lambda: None, repr=False)
     _device_rng: Callable[[int], Any] | None = field(default=None, repr=False)

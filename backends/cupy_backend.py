@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from . import fast
 from ._base import Backend, BackendUnavailable
-from .fast import OutKernels
+from .fast import Namespace, OutKernels
 
 NAME = "cupy"
 PACKAGE = "cupy-cuda12x or cupy-cuda13x (pip install 'nnx-trainer[cuda12]')"
@@ -13,6 +14,16 @@ def is_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("cupy") is not None
+
+
+def namespace(base) -> Namespace:
+    """array-api-compat's CuPy namespace with ``matmul`` and ``take`` called directly."""
+    import cupy
+
+    return fast.numpy_like(base, cupy, "cupy")
+
+
+fast.register("array_api_compat.cupy", namespace)
 
 
 def make(device: str | None = None) -> Backend:
@@ -59,9 +70,9 @@ def make(device: str | None = None) -> Backend:
             pass
 
     return Backend(
-        name=NAME, label=f"cuda:{index}", xp=xp, device=dev,
+        name=NAME, label=f"cuda:{index}", xp=fast.fast_namespace(xp), device=dev,
         _to_numpy=lambda x: cupy.asnumpy(x),
         _sync=lambda: cupy.cuda.get_current_stream().synchronize(),
-        _device_rng=CupyRng, fast=OutKernels.of(cupy, "cupy"),
+        _device_rng=CupyRng, flat_params=True, fast=OutKernels.of(cupy, "cupy"),
         details=f"CuPy {cupy.__version__}, {name}",
     )

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import math
 
-from array_api_compat import array_namespace
-
 from .activations import sigmoid
+from .backends import array_namespace
 from .errors import ConfigError, names_hint
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "SigmoidBinaryCrossEntropy", "MeanSquaredError",
@@ -72,15 +71,34 @@ class SoftmaxCrossEntropy(Loss):
     def __call__(self, output, target):
         xp = array_namespace(output)
         n, c = output.shape
-        logp = log_softmax(output)
         if target.ndim == 1:
-            onehot = xp.astype(
-                target[:, None] == xp.arange(c, dtype=target.dtype, device=target.device),
-                output.dtype)
-        else:
-            onehot = target
-        value = -xp.sum(onehot * logp) / n
-        return value, (xp.exp(logp) - onehot) * (1.0 / n)
+            return self._labels(xp, output, target, n, c)
+        logp = log_softmax(output)
+        value = -xp.sum(target * logp) / n
+        return value, (xp.exp(logp) - target) * (1.0 / n)
+
+    def _labels(self, xp, z, labels, n, c):
+        """Integer labels: the loss and its gradient from one shifted exponential.
+
+        With ``s = z - max(z)`` and ``S = sum(exp(s))`` per row, the row's loss is
+        ``log(S) - s[label]`` and its gradient ``exp(s) / S - onehot``; both over ``n``.
+        """
+        shifted = z - xp.max(z, axis=-1, keepdims=True)
+        e = xp.exp(shifted)
+        total = xp.sum(e, axis=-1, keepdims=True)
+        picked = xp.take_along_axis(shifted, labels[:, None], axis=-1)
+        value = xp.sum(xp.log(total) - picked) * (1.0 / n)
+        grad = e * ((1.0 / n) / total)
+        hot = labels[:, None] == self._classes(xp, c, labels)
+        return value, xp.where(hot, grad - 1.0 / n, grad)
+
+    def _classes(self, xp, c, labels):
+        """``arange(c)`` in the labels' dtype and device, made once and kept."""
+        kept = getattr(self, "_arange", None)
+        if (kept is None or kept.shape[0] != c or kept.dtype != labels.dtype
+                or type(kept) is not type(labels) or kept.device != labels.device):
+            kept = self._arange = xp.arange(c, dtype=labels.dtype, device=labels.device)
+        return kept
 
     def predict_proba(self, output):
         return softmax(output)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
-
 from ..activations import Activation, get_activation
+from ..backends import array_namespace
 from ..errors import ConfigError
 from .base import Layer
 

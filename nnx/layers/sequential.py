@@ -8,8 +8,12 @@ model without touching its layers.
 
 from __future__ import annotations
 
+import numbers
+
+from ..arguments import check_seed, float_dtype
 from ..errors import ConfigError
 from .base import Layer
+from .flat import ParameterBuffer
 
 
 class Observer:
@@ -102,9 +106,9 @@ class Sequential(Layer):
         """
         from .. import backends
 
-        backend = backends.get(backend)
-        if isinstance(rng, int) or rng is None:
-            rng = backend.rng(rng)
+        backend, dtype = backends.get(backend), float_dtype(dtype)
+        if isinstance(rng, numbers.Integral) or rng is None:
+            rng = backend.rng(None if rng is None else check_seed(rng))
         self.backend, self.dtype = backend, dtype
         for layer in self.layers:
             layer.init(backend, rng, dtype)
@@ -114,6 +118,7 @@ class Sequential(Layer):
 
                 check_layer(layer)
                 layer._checked = True
+        self._buffer = ParameterBuffer.pack(self.layers, backend)
         return self
 
     @property
@@ -135,7 +140,25 @@ class Sequential(Layer):
         """``[(layer_name, params, grads), ...]`` for layers that have parameters."""
         return [(la.name, la.params, la.grads) for la in self.layers if la.params]
 
+    @property
+    def parameter_buffer(self) -> ParameterBuffer | None:
+        """All parameters in one flat array and all gradients in another
+        (:class:`~nnx.layers.flat.ParameterBuffer`; its ``params``/``grads`` are 1-D and
+        every layer's arrays are views into them), synced with the layers; None where the
+        backend has no views (array-api-strict) or the model has no parameters."""
+        buffer = self.__dict__.get("_buffer")
+        if buffer is not None and buffer.sync():
+            return buffer
+        if self.backend is None:
+            return None
+        self._buffer = buffer = ParameterBuffer.pack(self.layers, self.backend)
+        return buffer
+
     def zero_grads(self) -> None:
+        buffer = self.parameter_buffer
+        if buffer is not None:
+            buffer.zero_grads()
+            return
         for layer in self.layers:
             layer.zero_grads()
 
@@ -234,6 +257,15 @@ class Sequential(Layer):
                                           f"expects {tuple(old.shape)}")
                     group[k] = self.backend.asarray(value, self.dtype)
             la.zero_grads()
+
+    def summary(self, print_fn=print) -> None:
+        """Print one row per layer (output shape, parameter count) and the totals, with
+        ``print_fn`` (one line per call); :func:`nnx.layers.summary.summary_lines`
+        returns the lines."""
+        from .summary import summary_lines
+
+        for line in summary_lines(self):
+            print_fn(line)
 
     def __iter__(self):
         return iter(self.layers)

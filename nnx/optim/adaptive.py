@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
-from array_api_compat import array_namespace
-
 from .. import inplace
+from ..backends import array_namespace
 from ..errors import ConfigError
-from .base import Optimizer, check_range
+from .base import Optimizer, check_range, elementwise
 
 
 def _check_eps(eps) -> float:
@@ -40,6 +39,7 @@ class RMSProp(Optimizer):
         self.rho = check_range("rho", rho, 0.0, 1.0)
         self.eps = _check_eps(eps)
 
+    @elementwise
     def _update(self, params, grads, k, state, lr):
         g = grads[k]
         xp = array_namespace(g)
@@ -82,6 +82,7 @@ class Adam(Optimizer):
         self.beta2 = check_range("beta2", beta2, 0.0, 1.0)
         self.eps = _check_eps(eps)
 
+    @elementwise
     def _update(self, params, grads, k, state, lr):
         b1, b2 = self.beta1, self.beta2
         g = grads[k]

@@ -12,6 +12,12 @@ gradient has been used it serves as scratch space for the update, so most
 updates allocate no parameter-sized temporary on NumPy. Where the model's
 backend registers ``out=`` functions (``backend.fast``: NumPy, CuPy, torch),
 SGD with momentum and Adam use them to fold a copy into the next operation.
+
+Where the model keeps its parameters in one flat buffer (:mod:`nnx.layers.flat`:
+NumPy, CuPy, torch), the built-in optimizers update the whole buffer at once: the
+same elementwise operations as the per-parameter loop, so bitwise the same values,
+in a handful of calls instead of a few per parameter. Their state is flat too;
+``opt.state["dense_0.w"]["m"]`` is a view into it, so checkpoints do not change.
 """
 
 from __future__ import annotations
@@ -19,12 +25,20 @@ from __future__ import annotations
 import math
 import numbers
 
-from array_api_compat import array_namespace
-
 from .. import inplace
+from ..backends import array_namespace
 from ..errors import CheckpointError, ConfigError
 
-__all__ = ["Optimizer", "clip_grad_norm_", "global_norm", "check_lr"]
+__all__ = ["Optimizer", "clip_grad_norm_", "global_norm", "check_lr", "elementwise"]
+
+
+def elementwise(update):
+    """Mark an ``_update`` whose maths is elementwise, so that it may run once on the
+    whole flat parameter buffer instead of once per parameter. A subclass that
+    overrides ``_update`` with maths that looks at a parameter's shape (per-matrix
+    norms) leaves it unmarked and keeps the per-parameter loop."""
+    update.elementwise = True
+    return update
 
 
 def check_lr(lr, *, allow_zero: bool = False) -> float:
@@ -55,7 +69,7 @@ def global_norm(grads) -> object:
     total = None
     for g in grads:
         xp = array_namespace(g)
-        flat = xp.reshape(g, (-1,))
+        flat = g if g.ndim == 1 else xp.reshape(g, (-1,))
         sq = xp.vecdot(flat, flat)  # a dot product: no parameter-sized temporary
         total = sq if total is None else total + sq
     return xp.sqrt(total)
@@ -116,6 +130,8 @@ class Optimizer:
         self.state: dict[str, dict] = {}
         self._loaded = False
         self._fast = None
+        #: (buffer, {slot: flat array}) of the flat path, rebuilt when either changes
+        self._flat = None
 
     def step(self, model) -> None:
         """Update every parameter of ``model`` from its gradient, then zero the gradients.
@@ -130,6 +146,10 @@ class Optimizer:
         if self._loaded:
             self._check_loaded(groups)
         self.t += 1
+        buffer = self._flat_buffer(model)
+        if buffer is not None:
+            self._step_flat(buffer, lr)
+            return
         if self.clip_norm is not None:
             clip_grad_norm_(groups, self.clip_norm)
         decay = 1.0 - lr * self.weight_decay
@@ -142,6 +162,69 @@ class Optimizer:
                     inplace.mul_(params, k, decay)
                 self._update(params, grads, k, state, lr)
                 inplace.zero_(grads, k)
+
+    # --- the flat path --------------------------------------------------------------
+
+    def _flat_buffer(self, model):
+        """The model's synced :class:`~nnx.layers.flat.ParameterBuffer` when this
+        optimizer's update is elementwise and the buffers can be written, else None."""
+        if not getattr(type(self)._update, "elementwise", False):
+            return None
+        buffer = getattr(model, "parameter_buffer", None)
+        if buffer is None or not inplace.writeable(buffer.params):
+            return None
+        return buffer
+
+    def _step_flat(self, buffer, lr: float) -> None:
+        """The per-parameter step, each operation applied once to the whole buffer."""
+        params, grads = {"all": buffer.params}, {"all": buffer.grads}
+        state = self._flat_state(buffer)
+        if self.clip_norm is not None:
+            clip_grad_norm_([("all", params, grads)], self.clip_norm)
+        if self.l2:
+            inplace.add_(grads, "all", self.l2 * buffer.params)
+        if self.weight_decay:
+            inplace.mul_(params, "all", 1.0 - lr * self.weight_decay)
+        self._update(params, grads, "all", state, lr)
+        inplace.zero_(grads, "all")
+
+    def _flat_state(self, buffer) -> dict:
+        """``{slot: flat array}`` laid out like ``buffer``; ``self.state`` holds views of it.
+
+        Rebuilt from ``self.state`` (copied in) whenever the buffer changed or an
+        entry of ``self.state`` is no longer the view (a loaded checkpoint, a restored
+        snapshot): what ``self.state`` says is always what the next step uses.
+        """
+        if self._flat is not None and self._flat[0] is buffer and self._flat_intact():
+            return self._flat[1]
+        xp = array_namespace(buffer.params)
+        flats, views = {}, {}
+        for slot in self.slots:
+            flats[slot] = xp.zeros_like(buffer.params)
+            views[slot] = buffer.views(flats[slot])
+            for name, view in zip(buffer.names, views[slot]):
+                old = self.state.get(name, {}).get(slot)
+                if old is not None:
+                    view[...] = old
+        state = dict(self.state)
+        for i, name in enumerate(buffer.names):
+            state[name] = {slot: views[slot][i] for slot in self.slots}
+        self.state = state
+        self._flat = (buffer, flats, [(name, slot, views[slot][i]) for slot in self.slots
+                                      for i, name in enumerate(buffer.names)])
+        return flats
+
+    def __getstate__(self) -> dict:
+        # a copy's state arrays are its own: it builds its flat state again
+        return {**self.__dict__, "_flat": None}
+
+    def _flat_intact(self) -> bool:
+        state = self.state
+        for name, slot, view in self._flat[2]:
+            entry = state.get(name)
+            if entry is None or entry.get(slot) is not view:
+                return False
+        return True
 
     def _update(self, params: dict, grads: dict, k: str, state: dict, lr: float) -> None:
         """Apply the update to ``params[k]``; ``grads[k]`` may be used as scratch."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import inplace
 from ..errors import ConfigError
-from .base import Optimizer, check_range
+from .base import Optimizer, check_range, elementwise
 
 
 class SGD(Optimizer):
@@ -33,6 +33,7 @@ class SGD(Optimizer):
             raise ConfigError("Nesterov momentum needs momentum > 0, e.g. momentum=0.9")
         self.slots = ("m",) if self.momentum else ()
 
+    @elementwise
     def _update(self, params, grads, k, state, lr):
         mu = self.momentum
         if mu:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from array_api_compat import array_namespace
+from ..backends import array_namespace
 
 __all__ = ["MetricSums", "read_scalar", "metric_names", "labels_of", "correct_count",
            "abs_error_sum", "sq_error_sum"]
