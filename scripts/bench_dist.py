@@ -1,8 +1,9 @@
 """Data-parallel benchmark: ``mpiexec -n 2 python scripts/bench.py --distributed``.
 
 The workload of scripts/bench.py (MNIST-shaped MLP 784-512-256-10, float32, SGD
-with momentum 0.9 at a global batch of 128), or a small CNN (``--model cnn``),
-trained three ways on the same cores:
+with momentum 0.9 at a global batch of 128), or its classic CNN on (28, 28, 1)
+images (``--model cnn --samples 1024``: Adam, scripts/bench_cnn.py), trained three
+ways on the same cores:
 
 1. K ranks of nnx data-parallel over MPI, one BLAS thread each;
 2. one process with K BLAS threads (what the same cores do without MPI);
@@ -30,16 +31,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 
-def _model(kind: str):
-    """The model and the shape of one example."""
+def _workload(kind: str, n: int):
+    """``(make_model, make_optimizer, x, y)``: the MLP configuration of scripts/bench.py
+    (SGD with momentum 0.9, lr 0.05) or its CNN workload (scripts/bench_cnn.py, Adam)."""
     import nnx
 
     if kind == "mlp":
-        return nnx.mlp([784, 512, 256, 10]), (784,)
-    cnn = getattr(nnx.models, "cnn", None)
-    if cnn is None:
-        raise SystemExit("error: this nnx has no CNN builder (nnx.models.cnn); use --model mlp")
-    return cnn((28, 28, 1), 10), (28, 28, 1)
+        from bench import make_data
+
+        x, y = make_data(n)
+        return (lambda: nnx.mlp([784, 512, 256, 10]),
+                lambda: nnx.SGD(0.05, momentum=0.9), x, y)
+    from bench_cnn import CLASSES, LR, SHAPE, make_images
+
+    x, y = make_images(n)
+    return lambda: nnx.cnn(SHAPE, CLASSES), lambda: nnx.Adam(LR), x, y
 
 
 def _train(trainer, x, y, batch: int, epochs: int) -> list[float]:
@@ -61,7 +67,6 @@ def _alone(comm, backend, nbytes: int, reps: int = 30) -> float:
 def main(argv) -> int:
     import argparse
 
-    from bench import make_data
     from threadpoolctl import threadpool_limits
 
     import nnx
@@ -82,22 +87,19 @@ def main(argv) -> int:
         print("error: run under mpiexec with two or more ranks: mpiexec -n 2 python "
               "scripts/bench.py --distributed", file=sys.stderr)
         return 2
-    x, y = make_data(args.samples)
+    make_model, make_optimizer, x, y = _workload(args.model, args.samples)
     numpy = backends.get("numpy")
 
     def trainer(distributed):
-        model, shape = _model(args.model)
-        opt = nnx.SGD(0.05, momentum=0.9)
-        return nnx.Trainer(model, "cross_entropy", opt, device="cpu", seed=0,
-                           distributed=distributed), shape
+        return nnx.Trainer(make_model(), "cross_entropy", make_optimizer(), device="cpu",
+                           seed=0, distributed=distributed)
 
     with threadpool_limits(1):
-        t, shape = trainer(comm)
-        xs = x.reshape((-1, *shape))
-        _train(t, xs[: 20 * args.batch], y[: 20 * args.batch], args.batch, 1)  # warm-up
+        t = trainer(comm)
+        _train(t, x[: 20 * args.batch], y[: 20 * args.batch], args.batch, 1)  # warm-up
         par = t.parallel
         par.reduce_seconds, par.reduce_count = 0.0, 0
-        times = _train(t, xs, y, args.batch, args.epochs)
+        times = _train(t, x, y, args.batch, args.epochs)
         steps = par.reduce_count
         reduce_s = par.reduce_seconds / max(steps, 1)
         nbytes = par.gradient_bytes(t.model)
@@ -110,9 +112,9 @@ def main(argv) -> int:
     single = {}
     for threads in (k, 1):
         with threadpool_limits(threads):
-            s, _ = trainer("off")
-            _train(s, xs[: 20 * args.batch], y[: 20 * args.batch], args.batch, 1)
-            single[threads] = statistics.median(_train(s, xs, y, args.batch, args.epochs))
+            s = trainer("off")
+            _train(s, x[: 20 * args.batch], y[: 20 * args.batch], args.batch, 1)
+            single[threads] = statistics.median(_train(s, x, y, args.batch, args.epochs))
     comm.barrier()
     epoch_k = statistics.median(times)
     step_s = epoch_k / (steps / args.epochs)
