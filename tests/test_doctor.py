@@ -315,3 +315,21 @@ def test_command_line_doctor_and_lr_find(tmp_path):
     data = json.loads((out / "doctor.json").read_text())
     assert data["run"]["n_train"] > 0 and data["loss"]["values"]
     assert "lr range test" in proc.stderr
+
+
+def test_data_checks_are_remembered_per_data_set(monkeypatch):
+    from nnx.doctor import static
+
+    x, y = blobs(300, d=6)
+    pixels = (np.clip(x * 40 + 120, 0, 255)).astype(np.float32)
+    model = nnx.mlp([6, 8, 3]).init("cpu", 0)
+    first = static.check_data(model, "cross_entropy", pixels, y)
+    first[0].severity = "info"  # a report may lower a finding: the remembered one stays
+    calls = []
+    monkeypatch.setattr(static, "_data_findings", lambda *a: calls.append(a) or [])
+    again = static.check_data(model, "cross_entropy", pixels, y)
+    assert not calls and [f.id for f in again] == ["unscaled-inputs"]
+    assert again[0].severity == "warning"
+    pixels /= 255.0  # changed in place: checked again
+    static.check_data(model, "cross_entropy", pixels, y)
+    assert len(calls) == 1

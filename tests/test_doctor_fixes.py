@@ -291,3 +291,15 @@ def test_verification_never_breaks_a_run_on_any_model_shape(tmp_path):
         data = json.loads((tmp_path / name / "doctor.json").read_text())
         assert len(data["verified_fixes"]) == len(report.trials), name
     assert tried >= len(MODELS) // 2  # the learning rate broke most of them
+
+
+def test_exploding_towards_the_input_fixed_by_its_initialisation():
+    broken = dict(activation="tanh", init="normal:1", sizes=[2] + [64] * 10 + [3], lr=1e-3,
+                  epochs=2)
+    report = blob_run(**broken)
+    f = next(g for g in report.findings if g.id == "exploding-gradients"
+             and "input" in g.title)
+    assert suggestion(f) == {"init": "auto"}
+    fixed = blob_run(**apply(broken, suggestion(f)))
+    assert not any(g.id == "exploding-gradients" and "input" in g.title
+                   for g in fixed.findings)

@@ -3,10 +3,9 @@ ratios, activation statistics and dead/saturated fractions over training."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from ..atomic import replacing
 from .detectors import loss_spikes, spike_events
 from .trace import Trace
 
@@ -38,10 +37,11 @@ def plot_trace(trace: Trace, path: str, findings=()) -> str:
     fig.suptitle(title)
     # fixed spacing: tight_layout costs more than the rest of the figure together
     fig.subplots_adjust(left=0.06, right=0.985, bottom=0.07, top=0.9, wspace=0.25, hspace=0.32)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with replacing(path) as f:  # whole or not at all, never through a link
+            fig.savefig(f, dpi=90, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 

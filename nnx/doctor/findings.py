@@ -75,9 +75,10 @@ DEAD_MIN_ROWS = 500
 SATURATED_FRACTION = 0.4
 SATURATED_FRACTION_ERROR = 0.8
 
-#: below the error fractions, dead or saturated units are a warning only while the
-#: loss has fallen by less than this fraction (a cause *and* a symptom); once the
-#: loss has fallen 90% they are reported as info
+#: below the error fractions, dead or saturated units are a warning only with a symptom
+#: (a cause *and* a symptom): the loss less than half way down from an uninformed model
+#: (``UNDERTRAINED_PROGRESS``), or half way from the threshold to the error fraction lost
+#: while the loss has fallen by less than this fraction; otherwise they are reported as info
 UNIT_PROGRESS = 0.9
 
 #: units of a hidden layer sharing incoming and outgoing weights exactly.
@@ -141,10 +142,13 @@ INITIAL_LOSS_FACTOR = 2.0
 INITIAL_LOSS_MARGIN = 1.0
 #: regression: mean squared error at step 0 above this multiple of mean(y^2)
 INITIAL_LOSS_FACTOR_REGRESSION = 10.0
+#: ... and it is only a note when the (epoch-smoothed) loss fell below that expected loss
+#: within this fraction of training: the start did not hold training back
+INITIAL_LOSS_RECOVERY = 0.1
 #: plateau: the smoothed loss changed by less than this fraction over the second half
 PLATEAU_CHANGE = 0.01
-#: ... while still above this fraction of the initial loss, or of the loss of uniform
-#: predictions when that is lower (stuck, not converged)
+#: ... while still above this fraction of the loss of uniform predictions (of the
+#: initial loss when that is unknown, as for regression): stuck, not converged
 PLATEAU_LOSS_FRACTION = 0.7
 #: ... over at least this many steps
 PLATEAU_MIN_STEPS = 50

@@ -12,6 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from ..atomic import write_bytes
 from .detectors import loss_spikes
 from .figure import plot_trace
 from .findings import SEVERITIES, Finding, sort_findings
@@ -174,8 +175,5 @@ def _jsonable(v) -> bool:
 
 
 def _atomic_text(path: str, text: str) -> str:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    write_bytes(path, text.encode("utf-8"))  # whole or not at all, never through a link
     return path

@@ -8,6 +8,8 @@ training.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
 
 import numpy as np
@@ -73,12 +75,50 @@ def _sample_rows(x: np.ndarray) -> np.ndarray:
     return x[idx]
 
 
+#: data checks remembered (the last few data sets), so that a second fit on the same data
+#: (an experiment loop, or the doctor verifying a fix) does not hash and scan it again
+_CACHE: dict = {}
+_CACHE_SIZE = 8
+
+
+def _fingerprint(a) -> tuple:
+    """Identity, shape and a hash of up to 64 evenly spaced rows of ``a`` (host or device):
+    equal for the same unchanged array, different after an in-place edit of those rows."""
+    if a is None:
+        return (None,)
+    rows = getattr(a, "shape", (0,))[0] if getattr(a, "ndim", 0) else 0
+    idx = np.unique(np.linspace(0, max(rows - 1, 0), 64).astype(np.int64)) if rows else []
+    sample = np.ascontiguousarray(np.asarray(a)[idx]) if rows else np.asarray(a)
+    return (id(a), tuple(a.shape), str(a.dtype),
+            hashlib.blake2b(sample.tobytes(), digest_size=16).hexdigest())
+
+
 def check_data(model, loss, x, y=None, *, others=()) -> list[Finding]:
     """Input scaling, labels, class balance, bounded regression outputs and leakage.
 
     ``others`` is ``[(name, (x, y)), ...]`` of held-out sets compared with ``x``.
+    Host data is checked once: the findings are remembered per data set and model
+    output (copies are returned, since a report may change a finding's severity).
     """
     loss = get_loss(loss)
+    host = all(isinstance(a, np.ndarray) for a in (x, y) if a is not None)
+    key = None
+    if host:
+        act = output_activation(model)
+        key = (_fingerprint(x), _fingerprint(y), loss.name, model.n_out,
+               getattr(act, "name", repr(act)),
+               tuple((name, _fingerprint(d[0])) for name, d in others))
+        if key in _CACHE:
+            return copy.deepcopy(_CACHE[key])
+    out = _data_findings(model, loss, x, y, others)
+    if key is not None:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = copy.deepcopy(out)
+    return out
+
+
+def _data_findings(model, loss, x, y, others) -> list[Finding]:
     xh = to_host(model, x)
     yh = to_host(model, y)
     out = _check_inputs(xh)

@@ -34,10 +34,13 @@ def detect_initial_loss(trace: Trace) -> list[Finding]:
         return []
     what = (f"ln {meta['n_classes']} = {expected:.3g}" if meta.get("loss") ==
             "softmax_cross_entropy" and meta.get("n_classes") else f"{expected:.3g}")
+    recovered = _recovered_by(trace, expected)
+    note = (f"; it fell below that by step {recovered}, early enough not to matter"
+            if recovered is not None else "")
     return [Finding(
-        "initial-loss-off", "warning",
+        "initial-loss-off", "warning" if recovered is None else "info",
         f"the loss at step 0 is {first:.4g}, {first / expected:.1f}x the {what} expected from "
-        "a model that has not learned anything yet",
+        "a model that has not learned anything yet" + note,
         "The untrained outputs are large and confidently wrong: inputs not scaled, weights "
         "initialised too large, or an output bias far from the targets.",
         "Standardise the inputs with training-set statistics (--standardize), use "
@@ -47,6 +50,19 @@ def detect_initial_loss(trace: Trace) -> list[Finding]:
         evidence={"initial_loss": first, "expected": expected,
                   "threshold": factor * expected + margin},
         action={"init": "auto"})]
+
+
+def _recovered_by(trace: Trace, expected: float) -> int | None:
+    """The step by which the smoothed loss fell below ``expected`` if that happened within
+    the first ``INITIAL_LOSS_RECOVERY`` of training: a start that did not hold training
+    back is a cause without a symptom."""
+    steps, s = smoothed_loss(trace)
+    below = np.nonzero(s < expected)[0]
+    if not below.size:
+        return None
+    at = int(steps[below[0]])
+    return at if at - int(trace.loss_steps[0]) <= T.INITIAL_LOSS_RECOVERY * trace.n_steps \
+        else None
 
 
 # --- spikes -------------------------------------------------------------------------
@@ -196,9 +212,12 @@ def detect_plateau(trace: Trace) -> list[Finding]:
         return []
     mid, end = float(s[s.size // 2]), float(s[-1])
     change = abs(mid - end) / max(abs(mid), 1e-12)
-    if change >= T.PLATEAU_CHANGE or end <= T.PLATEAU_LOSS_FRACTION * summary["reference"]:
-        return []
     expected = trace.meta.get("expected_initial_loss")
+    # "still high" against an uninformed model when its loss is known: a run that started
+    # below it (a lucky or a good initialisation) and settled far below it has converged
+    high = T.PLATEAU_LOSS_FRACTION * (expected or summary["reference"])
+    if change >= T.PLATEAU_CHANGE or end <= high:
+        return []
     prior = ""
     if expected and abs(end - expected) < 0.05 * expected:
         prior = (f" - that is the loss of predicting the class frequencies "

@@ -64,11 +64,17 @@ def _first_window_steps(trace: Trace, kind: str) -> dict:
     return first
 
 
-def _unit_severity(fraction: float, error_from: float, progress: float) -> str:
-    """Error when most units are lost; otherwise a warning only while the loss is high."""
+def _unit_severity(fraction: float, threshold: float, error_from: float,
+                   progress: float) -> str:
+    """Error when most units are lost. Otherwise a warning only with a symptom: the loss
+    far from done (``UNDERTRAINED_PROGRESS``), or half way from the threshold to the error
+    fraction lost while the loss is still above ``UNIT_PROGRESS``; else a note."""
     if fraction >= error_from:
         return "error"
-    return "warning" if progress < T.UNIT_PROGRESS else "info"
+    if progress < T.UNDERTRAINED_PROGRESS:
+        return "warning"
+    many = fraction >= (threshold + error_from) / 2
+    return "warning" if many and progress < T.UNIT_PROGRESS else "info"
 
 
 def _over_threshold(trace: Trace, kind: str):
@@ -97,7 +103,8 @@ def detect_dead(trace: Trace) -> list[Finding]:
     desc = "; ".join(f"{u.label}: {d} of {n} units ({100 * f:.0f}%)" for u, f, d, n in layers)
     return [Finding(
         "dead-relu",
-        _unit_severity(worst, T.DEAD_FRACTION_ERROR, loss_summary(trace)["progress"]),
+        _unit_severity(worst, T.DEAD_FRACTION, T.DEAD_FRACTION_ERROR,
+                       loss_summary(trace)["progress"]),
         f"dead ReLU units, never active over the last {window.rows} sampled examples "
         f"(steps {window.first_step}-{window.last_step}): {desc}",
         "A ReLU unit whose pre-activation is negative for every input outputs 0 and gets "
@@ -121,7 +128,8 @@ def detect_saturated(trace: Trace) -> list[Finding]:
                      for u, f, k, n in layers)
     return [Finding(
         "saturated-units",
-        _unit_severity(worst, T.SATURATED_FRACTION_ERROR, loss_summary(trace)["progress"]),
+        _unit_severity(worst, T.SATURATED_FRACTION, T.SATURATED_FRACTION_ERROR,
+                       loss_summary(trace)["progress"]),
         f"saturated units over the last {window.rows} sampled examples: {desc}",
         "Sigmoid/tanh outputs pinned near their bounds have a derivative close to 0, so "
         "almost no gradient passes: pre-activations too large, from a high learning rate, "
