@@ -9,7 +9,10 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -177,7 +180,7 @@ class TorchImpl:
             return None
 
         def ops(steps):
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
+            with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
                 self._steps(steps)
             n = 0
             for e in prof.events():
@@ -193,6 +196,22 @@ class TorchImpl:
             return ops(3) - ops(2)
         except Exception:  # the profiler is unavailable in this build
             return None
+
+
+@contextmanager
+def _quiet_stderr():
+    """Send file descriptor 2 to /dev/null: PyTorch's profiler writes a line
+    (``USDT:... profiler_start``) to it from C++ at every start and stop."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class CourseImpl:
