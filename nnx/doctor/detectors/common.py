@@ -49,19 +49,21 @@ def loss_summary(trace: Trace) -> dict:
     ``progress`` is measured from ``reference``: the loss of an uninformed model
     (uniform predictions) when it is known and lower than the initial loss, so
     that a huge initial loss (bad scaling) does not make a poor final loss look
-    like progress.
+    like progress. ``fall`` is how far the smoothed loss fell from its own start.
     """
     _, s = smoothed_loss(trace)
     if s.size == 0:
         return {"initial": math.nan, "best": math.nan, "final": math.nan, "progress": 0.0,
-                "reference": math.nan}
+                "reference": math.nan, "fall": 0.0}
     first = float(trace.loss[0]) if np.isfinite(trace.loss[0]) else float(s[0])
     start = max(first, float(s[0]))
     best, final = float(np.min(s)), float(s[-1])
     ref = min(trace.meta.get("expected_initial_loss") or start, start)
     progress = (ref - final) / ref if ref > 0 else 0.0
+    # how far the smoothed loss itself moved, whatever it started from
+    fall = (float(s[0]) - final) / float(s[0]) if s[0] > 0 else 0.0
     return {"initial": start, "best": best, "final": final, "progress": progress,
-            "reference": ref}
+            "reference": ref, "fall": fall}
 
 
 def relative(trace: Trace, j: int):

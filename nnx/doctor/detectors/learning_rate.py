@@ -142,14 +142,14 @@ def _too_high(trace, found, ids, summary, ratio, per_layer, evidence) -> list[Fi
 
 def _too_low(trace, ids, summary, ratio, per_layer, evidence) -> list[Finding]:
     small = ratio is not None and ratio < T.LR_LOW_UPDATE_RATIO
-    if not small or summary["progress"] >= T.LOW_PROGRESS or ids & _BLOCKED:
+    if not small or summary["fall"] >= T.LOW_PROGRESS or ids & _BLOCKED:
         return []
     lr = lr_of(trace)
     return [Finding(
         "lr-too-low", "warning",
         "learning rate too low" + (f" (lr {lr:g})" if lr else "")
         + f": updates are {ratio:.2g} of the weights per step and the loss "
-        + (f"fell only {100 * summary['progress']:.1f}%" if summary["progress"] > 0
+        + (f"fell only {100 * summary['fall']:.1f}%" if summary["fall"] > 0
            else "did not fall"),
         "The steps are so small that training would need hundreds of times more of them.",
         f"Raise the learning rate ({lr_flag(trace, 10, healthy=True)}: updates of about "

@@ -19,7 +19,7 @@ __all__ = ["judge", "trained_well"]
 
 #: causes that are only notes once the run trained well (no symptom)
 _CAUSES = {"initial-loss-off", "unscaled-inputs", "feature-scale-spread", "vanishing-gradients",
-           "tiny-gradients", "vanishing-activations", "exploding-gradients"}
+           "tiny-gradients", "vanishing-activations", "exploding-gradients", "lr-too-low"}
 
 #: (explaining finding, findings it explains): the second ones become notes
 _EXPLAINS = (
