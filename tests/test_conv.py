@@ -128,6 +128,32 @@ def test_global_pool_flatten_and_batchnorm_match_pytorch():
     close(bn.forward(x, train=False)[0], nhwc(ref(nchw(x))))
 
 
+@pytest.mark.parametrize("k, s, pad, h, w, c, f", CONVS)
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 2e-6)])
+def test_torch_fast_path_equals_the_portable_path(k, s, pad, h, w, c, f, dtype, tol,
+                                                  monkeypatch):
+    """On torch tensors Conv2D calls torch's convolution (nnx.backends.conv_fast): the
+    same values and gradients as the im2col path on the same tensors."""
+    from nnx.backends import conv_fast
+
+    backend = backends.get("torch")
+    x = np.random.default_rng(5).standard_normal((3, h, w, c))
+    g = np.random.default_rng(6).standard_normal((3, *nnx.Sequential(
+        [nnx.Conv2D(f, k, s, pad, in_channels=c)], input_shape=(h, w, c)).layers[0]
+        .output_shape((h, w, c))))
+    got = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(conv_fast, "ENABLED", enabled)
+        conv = nnx.Conv2D(f, k, s, pad, in_channels=c)
+        conv.init(backend, np.random.default_rng(0), dtype)
+        y, backward = conv.forward(backend.asarray(x, dtype), train=True)
+        dx = backward(backend.asarray(g, dtype))
+        got[enabled] = [backend.to_numpy(a) for a in (y, dx, conv.grads["w"], conv.grads["b"])]
+        assert all(a.dtype == np.dtype(dtype) for a in got[enabled])
+    for fast, portable in zip(got[True], got[False]):
+        close(fast, portable, tol)
+
+
 class TorchCNN(torch.nn.Module):
     """The classic CNN in PyTorch, NCHW, flattening in nnx's (h, w, c) order; dropout
     uses the masks it is given so both libraries drop the same units."""

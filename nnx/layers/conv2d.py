@@ -5,7 +5,8 @@ slices of it, one per kernel entry, and lay them side by side as the columns of
 ``cols`` ``(batch*out_h*out_w, k*k*C_in)``; then ``y = cols @ w + b``. Backward:
 ``dw = cols^T dy``, ``db = sum dy``, ``dcols = dy w^T``, and ``dx`` adds each of
 the ``k*k`` column blocks back into the slice it came from. The buffers live
-for one batch only.
+for one batch only. On PyTorch tensors the library's own convolution computes the
+same sums (``nnx.backends.conv_fast``; symmetric padding only).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
+from ..backends import conv_fast
 from ..errors import ConfigError
 from ..initializers import get_initializer
 from .base import Layer
@@ -111,6 +113,13 @@ class Conv2D(Layer):
 
     def forward(self, x, *, train=False):
         check_images(self, x, self.in_channels)
+        fast = conv_fast.for_array(x)
+        if fast is not None:
+            top, bottom, left, right, *_ = window_output(self, tuple(x.shape[1:3]),
+                                                         self.kernel_size, self.stride,
+                                                         self.padding)
+            if top == bottom and left == right:
+                return self._fast_forward(fast, x, (top, left))
         xp = array_namespace(x)
         bsz, h, wd, c = x.shape
         k, s, f = self.kernel_size, self.stride, self.filters
@@ -142,6 +151,20 @@ class Conv2D(Layer):
             return crop(dxpad, top, left, h, wd)
 
         return xp.reshape(y, (bsz, ho, wo, f)), backward
+
+    def _fast_forward(self, fast, x, padding):
+        """The same convolution by the library's own kernels (``backends/conv_fast.py``)."""
+        w, b = self.params["w"], self.params["b"] if self.bias else None
+        y = fast.forward(x, w, b, self.stride, padding)
+
+        def backward(dy, need_dx=True):
+            dx, dw, db = fast.backward(dy, x, w, self.stride, padding, need_dx, self.bias)
+            self.grads["w"] += dw
+            if self.bias:
+                self.grads["b"] += db
+            return dx
+
+        return y, backward
 
     def config(self) -> dict:
         return {"filters": self.filters, "kernel_size": self.kernel_size,
