@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from . import (
     _source_layout,  # noqa: F401  (first: mounts nnx.backends in a checkout)
+    _startup,  # Ctrl-C during this import: one line and exit status 130
     activations,
     backends,
     errors,
@@ -82,3 +83,5 @@ __all__ = [
     "Sequential", "register_layer", "get_loss", "mlp",
     "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten", "cnn",
 ]
+
+_startup.imported()  # the import is done: Ctrl-C is the program's again

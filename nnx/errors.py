@@ -11,7 +11,7 @@ from .backends._base import BackendUnavailable
 
 __all__ = ["NnxError", "ConfigError", "DataError", "ChecksumError", "BackendUnavailable",
            "DerivativeMismatch", "NonFiniteError", "CheckpointError", "MissingExtra",
-           "TrainingInterrupted", "DistributedError", "RankFailed",
+           "TrainingInterrupted", "DistributedError", "RankFailed", "WriteError",
            "USER_ERRORS"]
 
 
@@ -57,6 +57,12 @@ class NonFiniteError(NnxError, FloatingPointError):
 
 class CheckpointError(NnxError, ValueError):
     """A model or checkpoint file is missing, truncated, corrupt or mismatched."""
+
+
+class WriteError(NnxError, OSError):
+    """A file could not be written: a full disk, no permission, or a link where nnx's own
+    file should be. The message names the file and the reason; the previous file, if
+    any, is intact."""
 
 
 class MissingExtra(NnxError, ImportError):

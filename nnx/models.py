@@ -3,7 +3,10 @@ classic small convolutional network) and ``from_spec`` (any stack from a short s
 
 from __future__ import annotations
 
+import numbers
+
 from .activations import get_activation
+from .arguments import whole_number
 from .errors import ConfigError
 from .layers import (
     ActivationLayer,
@@ -34,6 +37,16 @@ def _hidden_activation(spec, n):
     return ActivationLayer(act), act.family
 
 
+def _layer_sizes(sizes) -> list[int]:
+    """``sizes`` as ints: NumPy integers count; 2.5 or "64" is refused, never truncated."""
+    given = sizes
+    sizes = list(sizes) if hasattr(sizes, "__iter__") and not isinstance(sizes, str) else None
+    if sizes is None or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                                for s in sizes):
+        raise ConfigError(f"layer sizes must be integers, got {given!r}")
+    return [int(s) for s in sizes]
+
+
 def mlp(sizes, activation="relu", output=None, init: str = "auto", dropout: float = 0.0,
         batchnorm: bool = False) -> Sequential:
     """Build ``Dense -> [BatchNorm] -> activation -> [Dropout]`` blocks and an output Dense.
@@ -50,10 +63,7 @@ def mlp(sizes, activation="relu", output=None, init: str = "auto", dropout: floa
     dropout : dropout rate after each hidden activation (0 disables).
     batchnorm : insert BatchNorm between each hidden Dense and its activation.
     """
-    try:
-        sizes = [int(s) for s in sizes]
-    except (TypeError, ValueError):
-        raise ConfigError(f"layer sizes must be integers, got {sizes!r}") from None
+    sizes = _layer_sizes(sizes)
     if len(sizes) < 2 or any(s <= 0 for s in sizes):
         raise ConfigError(f"layer sizes must be at least two positive integers, got {sizes}")
     hidden = sizes[1:-1]
@@ -112,8 +122,7 @@ def cnn(input_shape, n_out: int, *, filters=(32, 64), kernel_size: int = 3, pool
 def _with_head(layers, input_shape, n_out, dense=(), dropout=0.0, init="auto") -> Sequential:
     """``layers`` + Dense blocks of sizes ``dense`` (ReLU, Dropout) + output Dense ``n_out``,
     with every size after the images computed from ``input_shape``."""
-    if isinstance(n_out, bool) or not isinstance(n_out, int) or n_out <= 0:
-        raise ConfigError(f"the number of outputs must be a positive integer, got {n_out!r}")
+    n_out = whole_number(n_out, "the number of outputs")
     layers = list(layers)
     width = _features(layers, input_shape)
     for n in dense:

@@ -8,7 +8,8 @@ is left alone and no figure stays registered after it is saved.
 from __future__ import annotations
 
 import math
-import os
+
+from .atomic import replacing
 
 __all__ = ["plot_history", "save_figure"]
 
@@ -66,13 +67,8 @@ def plot_history(history, path=None, title=None):
 
 
 def save_figure(fig, path, dpi: int = 100) -> None:
-    """Save ``fig`` as a PNG atomically (temporary file in the same directory, then rename)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Save ``fig`` as a PNG atomically (:func:`nnx.atomic.replacing`: a temporary file of
+    its own in the same directory, then a rename); a failed write is a WriteError naming
+    ``path`` and the reason (a full disk, no permission) and leaves the old file."""
+    with replacing(path) as f:
+        fig.savefig(f, dpi=dpi, format="png")

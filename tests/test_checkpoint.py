@@ -93,7 +93,11 @@ def test_save_refuses_a_nonfinite_model_and_keeps_the_old_file(tmp_path):
         save(model, path)
     assert path.read_bytes() == before
     save(model, tmp_path / "nan.npz", allow_nonfinite=True)
-    assert np.isnan(load(tmp_path / "nan.npz").get_weights()["dense_2.b"][1])
+    with pytest.raises(CheckpointError, match="NaN or infinite values in dense_2.b.*"
+                                              "allow_nonfinite=True"):
+        load(tmp_path / "nan.npz")  # a model that predicts NaN is refused, unless asked for
+    assert np.isnan(load(tmp_path / "nan.npz", allow_nonfinite=True).get_weights()
+                    ["dense_2.b"][1])
 
 
 def test_writes_are_atomic_even_when_the_process_is_killed(tmp_path):
@@ -105,10 +109,12 @@ def test_writes_are_atomic_even_when_the_process_is_killed(tmp_path):
     env = {**os.environ, "NNX_TEST_SLOW_WRITE": "30", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    tmp = tmp_path / f".m.npz.tmp-{proc.pid}"
+    def written():  # the temporary file (.m.npz.tmp-PID.XXXXXXXX) whole, not renamed yet
+        return any(t.stat().st_size > len(good) for t in tmp_path.glob(f".m.npz.tmp-{proc.pid}.*"))
+
     try:
         deadline = time.monotonic() + 60
-        while not (tmp.exists() and tmp.stat().st_size > len(good)):  # written, not renamed
+        while not written():
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "the temporary file never appeared"
             time.sleep(0.02)
@@ -294,11 +300,16 @@ def test_resume_on_another_backend_continues_from_the_same_weights(tmp_path, dat
         assert len(h) == 2 and h["epoch"] == [1, 2]
 
 
-def test_resume_with_other_data_warns(tmp_path, data):
+def test_resume_with_other_data_is_refused_unless_forced(tmp_path, data):
     path, _ = _checkpoint(tmp_path, data)
     tr = Trainer(nnx.mlp([2, 8, 3]), lr=0.01)
-    with pytest.warns(UserWarning, match="will not match an uninterrupted run"):
+    with pytest.raises(CheckpointError, match="trained on other data .*240 examples.* than "
+                                              "this run's .*100 examples.*force-resume"):
         tr.fit(data.x_train[:100], data.y_train[:100], epochs=2, batch_size=64, resume=path)
+    assert tr.step == 0
+    with pytest.warns(UserWarning, match="will not match an uninterrupted run"):
+        tr.fit(data.x_train[:100], data.y_train[:100], epochs=2, batch_size=64, resume=path,
+               force_resume=True)
 
 
 def test_checkpoint_holds_what_a_resume_needs(tmp_path, data):

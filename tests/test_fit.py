@@ -169,7 +169,7 @@ def test_warnings_of_fit_point_at_the_caller(blobs_400, tmp_path):
     nnx.save_checkpoint(tmp_path / "c.npz", tr)
     with pytest.warns(UserWarning, match="will not match an uninterrupted run") as caught:
         adam_trainer().fit(blobs_400.x_train[:50], blobs_400.y_train[:50], epochs=2, batch_size=25,
-                       resume=tmp_path / "c.npz")
+                       resume=tmp_path / "c.npz", force_resume=True)
     assert [w.filename for w in caught] == [__file__]
     with pytest.warns(UserWarning, match="nothing to train") as caught:
         adam_trainer().fit(blobs_400.x_train, blobs_400.y_train, epochs=1, batch_size="full",

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..arguments import check_seed  # noqa: F401  (one rule for seeds; used by the loaders)
 from ..errors import ConfigError, DataError
 from .dataset import TASKS
 from .duplicates import Duplicates, find_duplicates
@@ -68,15 +69,6 @@ def to_host(a, backend=None, what: str = "data") -> np.ndarray:
         raise DataError(f"{what} is not a numeric array ({detail}); pass a NumPy array, "
                         "nested lists of numbers or an array on the trainer's device") from None
 
-
-def check_seed(seed, what: str = "seed") -> int:
-    """``seed`` as an int from 0 to 2**63 - 1 (NumPy integers count), else a ConfigError."""
-    import numbers
-
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) \
-            or not 0 <= int(seed) < 2**63:
-        raise ConfigError(f"{what} must be a whole number from 0 to 2**63 - 1, got {seed!r}")
-    return int(seed)
 
 
 def _loss(loss):

@@ -324,7 +324,7 @@ def to_onnx(model, path=None, *, head: str | None = None, opset: int = OPSET):
                                    "nnx.head": str(head)})
     onnx.checker.check_model(proto, full_check=True)
     if path is not None:
-        from ..checkpoint import atomic_write
+        from ..atomic import write_bytes
 
-        atomic_write(path, proto.SerializeToString())
+        write_bytes(path, proto.SerializeToString())
     return proto

@@ -6,6 +6,7 @@ import math
 
 from array_api_compat import array_namespace
 
+from ..arguments import whole_number
 from ..errors import ConfigError, DataError
 from .base import Layer
 
@@ -28,9 +29,7 @@ class BatchNorm(Layer):
 
     def __init__(self, n: int, *, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
-        if not isinstance(n, int) or n <= 0:
-            raise ConfigError(f"BatchNorm size must be a positive integer, got {n!r}")
-        self.n_in = self.n_out = n
+        self.n_in = self.n_out = n = whole_number(n, "BatchNorm size")
         self.momentum, self.eps = float(momentum), float(eps)
 
     def init(self, backend, rng, dtype="float32") -> None:

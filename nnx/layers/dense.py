@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
-from ..errors import ConfigError
+from ..arguments import whole_number
 from ..initializers import get_initializer
 from .base import Layer, check_input
 
@@ -25,10 +25,8 @@ class Dense(Layer):
     def __init__(self, n_in: int, n_out: int, *, init: str = "auto", family: str = "relu",
                  bias: bool = True) -> None:
         super().__init__()
-        for what, n in (("n_in", n_in), ("n_out", n_out)):
-            if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-                raise ConfigError(f"Dense {what} must be a positive integer, got {n!r}")
-        self.n_in, self.n_out = n_in, n_out
+        self.n_in, self.n_out = (whole_number(n_in, "Dense n_in"),
+                                 whole_number(n_out, "Dense n_out"))
         self.init_name, self.family, self.bias = init, family, bias
         get_initializer(init, family)  # fail early on a bad name
 

@@ -10,6 +10,7 @@ order, and a process takes its share of each global batch.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 from array_api_compat import array_namespace
@@ -22,11 +23,13 @@ __all__ = ["resolve_batch_size", "epoch_order", "Batches"]
 def resolve_batch_size(batch_size, n: int) -> int:
     """Examples per step for ``n`` training examples: a positive int, or ``"full"`` (or
     None) for ``n``; a size above ``n`` is ``n``, with a warning."""
-    if batch_size in ("full", None):
+    if isinstance(batch_size, str) and batch_size == "full" or batch_size is None:
         return n
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+            or batch_size <= 0:
         raise ConfigError(f"batch size must be a positive integer or 'full', got "
                           f"{batch_size!r}")
+    batch_size = int(batch_size)  # a NumPy integer counts
     if batch_size > n:
         warnings.warn(f"batch size {batch_size} is larger than the {n} training examples; "
                       "using full-batch training (one step per epoch)", stacklevel=4)

@@ -12,6 +12,7 @@ import math
 import os
 import warnings
 
+from ..arguments import whole_number
 from ..errors import ConfigError
 from .hooks import Callback, StepState
 from .loggers import CSVLogger, JSONLinesLogger, ProgressBar
@@ -62,9 +63,7 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = True) -> None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ConfigError(f"early stopping patience must be an integer >= 1, got "
-                              f"{patience!r}")
+        patience = whole_number(patience, "early stopping patience")
         if not min_delta >= 0:
             raise ConfigError(f"min_delta must be >= 0, got {min_delta!r}")
         self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
@@ -194,9 +193,7 @@ class ReduceLROnPlateau(Callback):
                  min_lr: float = 1e-6, min_delta: float = 1e-4, mode: str = "auto") -> None:
         if not 0.0 < factor < 1.0:
             raise ConfigError(f"ReduceLROnPlateau factor must be in (0, 1), got {factor}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ConfigError(f"ReduceLROnPlateau patience must be an integer >= 1, got "
-                              f"{patience!r}")
+        patience = whole_number(patience, "ReduceLROnPlateau patience")
         self.monitor, self.factor, self.patience = monitor, factor, patience
         self.min_lr, self.min_delta = min_lr, min_delta
         self.mode = _mode_for(monitor, mode)

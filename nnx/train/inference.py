@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
-from .. import backends
+from ..data.checks import to_host
+from ..errors import DataError
 from ..layers.images import check_data_shape
 from .batches import Batches
 from .metrics import MetricSums, labels_of
@@ -28,8 +29,13 @@ def device_inputs(model, x):
             return x
     except TypeError:
         pass
-    host = backends.get("numpy").xp.asarray(x)
+    host = to_host(x, backend, "x")  # a DataError for what is not an array of numbers
+    if host.dtype.kind not in "biuf":
+        raise DataError(f"x must be numeric, got dtype {host.dtype}; convert it with "
+                        "x.astype('float32')")
     check_data_shape(model, host.shape, "x")
+    if host.shape[0] == 0:
+        raise DataError("x is empty: it has 0 rows, so there is nothing to predict")
     return backend.asarray(host, model.dtype)
 
 

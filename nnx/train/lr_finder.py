@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..atomic import replacing
 from ..errors import ConfigError
 from ..losses import get_loss
 
@@ -256,8 +257,9 @@ def plot_lr_find(result: LRFinderResult, path: str) -> str:
     ax.legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with replacing(path) as f:  # whole or not at all, never through a link
+            fig.savefig(f, dpi=90, format="png")
+    finally:
+        plt.close(fig)
     return path

@@ -8,10 +8,13 @@ layout :func:`nnx.checkpoint.save_checkpoint` writes and
 - ``"meta"``: JSON values: ``architecture`` and ``dtype`` of the model,
   ``epoch`` (completed epochs), ``step`` (global steps), ``rng`` (the host
   shuffle generator's state), ``device_rngs`` (Dropout layers' generators),
-  ``history``, ``seed``, ``backend``, ``n_train`` and ``batch_size`` and, when
-  ``fit`` was interrupted inside an epoch, ``resume_point`` (``batch``, ``seen``
-  and the epoch's metric ``sums`` so far; ``rng`` is then the state before the
-  epoch's shuffle, so the resumed run redraws the same order);
+  ``history``, ``seed``, ``backend``, ``n_train`` and ``batch_size``, ``data``
+  (the fingerprint of the data given to ``fit``, :mod:`nnx.data.fingerprint`:
+  a resume on other data is refused unless forced) and, when ``fit`` was
+  interrupted, ``resume_point`` (``batch``, ``seen`` and the epoch's metric
+  ``sums`` so far; ``rng`` is then the state before the epoch's shuffle, so the
+  resumed run redraws the same order; batch 0 after an interrupt on an epoch's
+  last step);
 - ``"params"``: host arrays of every parameter and buffer (``get_weights()``);
 - ``"optimizer"``: ``optimizer.state_dict()``;
 - ``"callbacks"``: ``{"EarlyStopping_0": state, ...}``, each callback's
@@ -20,23 +23,17 @@ layout :func:`nnx.checkpoint.save_checkpoint` writes and
 
 from __future__ import annotations
 
-import copy
+import math
 import warnings
 
 from .. import backends
-from ..checkpoint import check_architecture, check_weights
-from ..errors import CheckpointError
+from ..data.fingerprint import fingerprint
+from ..data.prepare import split_validation
+from .batches import resolve_batch_size
+from .state_checks import DataInfo, callback_keys, check_state
 
-__all__ = ["trainer_state", "load_trainer_state", "callback_keys"]
-
-
-def callback_keys(callbacks):
-    """``("EarlyStopping_0", cb)``: callbacks named by class and rank within the class."""
-    seen: dict[str, int] = {}
-    for cb in callbacks:
-        name = type(cb).__name__
-        seen[name] = seen.get(name, -1) + 1
-        yield f"{name}_{seen[name]}", cb
+__all__ = ["trainer_state", "load_trainer_state", "check_resume_state", "callback_keys",
+           "resume_data", "fit_data_fingerprint"]
 
 
 def trainer_state(trainer, pending: dict | None = None) -> dict:
@@ -54,7 +51,8 @@ def trainer_state(trainer, pending: dict | None = None) -> dict:
                             if getattr(la, "rng", None) is not None},
             "history": trainer.history.to_dict(), "backend": model.backend.label,
             "seed": trainer.seed, "n_train": int(trainer.n_train),
-            "batch_size": int(trainer.batch_size), **trainer.parallel.checkpoint_meta()}
+            "batch_size": int(trainer.batch_size), "data": fit_data_fingerprint(trainer),
+            **trainer.parallel.checkpoint_meta()}
     if point is not None:
         meta.update(epoch=int(point["epoch"]), rng=point["epoch_rng"],
                     resume_point={k: point[k] for k in ("batch", "seen", "sums")})
@@ -70,70 +68,39 @@ def trainer_state(trainer, pending: dict | None = None) -> dict:
             "optimizer": trainer.optimizer.state_dict(model.backend), "callbacks": callbacks}
 
 
-def _damaged(source, key, value, expected: str) -> CheckpointError:
-    return CheckpointError(f"{source} is damaged: its {key!r} is {value!r}, not {expected}; "
-                           "use an earlier checkpoint or start a new run")
+def fit_data_fingerprint(trainer) -> dict | None:
+    """The fingerprint of the data given to the trainer's last ``fit`` (computed once per
+    ``fit``, when a checkpoint or a resume first needs it), None before any ``fit``."""
+    if trainer._fingerprint is None and trainer._fit_data is not None:
+        trainer._fingerprint = fingerprint(*trainer._fit_data, trainer.backend)
+    return trainer._fingerprint
 
 
-def _count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def resume_data(trainer, x, y, batch_size, validation_split: float = 0.0) -> DataInfo:
+    """What ``fit(x, y, batch_size=..., validation_split=...)`` would continue on, found
+    without moving anything to the device (for a check before the run starts)."""
+    n = len(x)
+    if validation_split:
+        n = len(split_validation(x, y, validation_split, trainer.loss.task,
+                                 trainer.backend.rng([trainer.seed, 2]))[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fit gives its own warnings
+        size = resolve_batch_size(batch_size, n)
+    return DataInfo(n, size, math.ceil(n / size),
+                    lambda: fingerprint(x, y, trainer.backend))
 
 
-def _check_meta(meta, source) -> None:
-    """Types of the metadata a resume uses, before anything is changed."""
-    if not isinstance(meta, dict):
-        raise _damaged(source, "meta", type(meta).__name__, "a dict")
-    for key in ("epoch", "step"):
-        if not _count(meta.get(key)):
-            raise _damaged(source, key, meta.get(key), "a count")
-    for key in ("rng", "device_rngs", "history", "resume_point"):
-        value = meta.get(key)
-        if not isinstance(value, dict) and (key == "rng" or value is not None):
-            raise _damaged(source, key, value, "a dict")
-    if not all(isinstance(v, list) for v in (meta.get("history") or {}).values()):
-        raise _damaged(source, "history", meta["history"], "a dict of lists")
-    if meta.get("resume_point") is not None:
-        _check_point(meta["resume_point"], source)
-
-
-def _check_point(point: dict, source) -> None:
-    for key in ("batch", "seen"):
-        if not _count(point.get(key)):
-            raise _damaged(source, f"resume_point.{key}", point.get(key), "a count")
-    sums = point.get("sums", {})
-    if not isinstance(sums, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in sums.values()):
-        raise _damaged(source, "resume_point.sums", sums, "a dict of numbers")
-
-
-def _check_data(trainer, meta, source) -> None:
-    """A state saved inside an epoch continues only on data of the same size, in batches of
-    the same size; at an epoch boundary other data is allowed, with a warning."""
-    if not trainer.n_train:  # outside fit: the data is not known yet
-        return
-    point = meta.get("resume_point")
-    n, size = meta.get("n_train"), meta.get("batch_size")
-    if n in (None, trainer.n_train) and size in (None, trainer.batch_size):
-        if point is not None and point["batch"] >= trainer.steps_per_epoch:
-            raise _damaged(source, "resume_point.batch", point["batch"],
-                           f"a batch of the {trainer.steps_per_epoch} of an epoch")
-        return
-    if point is not None:
-        raise CheckpointError(
-            f"{source} stopped inside an epoch of {n} examples in batches of {size}; resume "
-            f"it with the same data and batch size (this run has {trainer.n_train} and "
-            f"{trainer.batch_size})")
-    warnings.warn(f"{source} was trained on {n} examples in batches of {size}, this run has "
-                  f"{trainer.n_train} and {trainer.batch_size}: it continues, but will not "
-                  "match an uninterrupted run", stacklevel=5)
-
-
-def _checked_rng(rng, state, source) -> None:
-    """Refuse a generator state that ``rng`` cannot take (tried on a copy)."""
-    try:
-        copy.deepcopy(rng).bit_generator.state = state
-    except (TypeError, ValueError, KeyError) as exc:
-        raise _damaged(source, "rng", state, f"a generator state ({exc})") from None
+def check_resume_state(trainer, state, source, *, x=None, y=None, batch_size=128,
+                       validation_split: float = 0.0, callbacks=(),
+                       force_resume: bool = False) -> None:
+    """``Trainer.check_state_dict``: every check ``fit(x, y, batch_size=...,
+    validation_split=..., callbacks=..., resume=state, force_resume=...)`` runs before it
+    changes anything (:func:`~nnx.train.state_checks.check_state`), and nothing else; the
+    data is checked when ``x`` is given."""
+    data = None if x is None else resume_data(trainer, x, y, batch_size, validation_split)
+    trainer.parallel.check_resume(state, source)
+    check_state(trainer, state, source, data=data,
+                callbacks=trainer.callbacks + list(callbacks), force_resume=force_resume)
 
 
 def _optimizer_state(state: dict, dtype: str) -> dict:
@@ -143,32 +110,39 @@ def _optimizer_state(state: dict, dtype: str) -> dict:
                 and xp.isdtype(v.dtype, "real floating") else v) for k, v in state.items()}
 
 
-def load_trainer_state(trainer, state: dict, source="the state") -> dict:
+def load_trainer_state(trainer, state: dict, source="the state", *,
+                       force_resume: bool = False) -> dict:
     """Put ``state`` (from :func:`trainer_state` or a checkpoint) into ``trainer``'s model,
     optimizer, generators and callbacks; return its ``meta`` for the trainer's own counters.
 
-    Everything is checked first — metadata types, architecture, data size for
-    a state saved inside an epoch, weights, generator and optimizer state — so
-    a refused state changes nothing. ``source`` names it in errors (a path).
+    Everything is checked first (:func:`nnx.train.state_checks.check_state`:
+    metadata types, architecture, the data of the ``fit`` in progress, weights,
+    generators, optimizer and callback states), so a refused state changes
+    nothing. ``source`` names it in errors (a path). Warnings (other data, when
+    forced; Dropout streams of another backend) point at the caller of ``fit``.
     """
-    try:
-        meta, params, opt_state = state["meta"], state["params"], state["optimizer"]
-    except (KeyError, TypeError):
-        raise CheckpointError(f"{source} is not a trainer state: it needs 'meta', 'params' "
-                              "and 'optimizer' entries") from None
-    _check_meta(meta, source)
-    model = trainer.model
-    check_architecture(model, meta.get("architecture", {}), source)
-    _check_data(trainer, meta, source)
-    check_weights(model, params, source)
-    _checked_rng(trainer.rng, meta["rng"], source)
-    # the optimizer checks its own entries before it changes anything
-    trainer.optimizer.load_state_dict(_optimizer_state(opt_state, model.dtype), model.backend)
+    data = None
+    if trainer.n_train:  # inside fit: the data it continues on is known
+        data = DataInfo(trainer.n_train, trainer.batch_size, trainer.steps_per_epoch,
+                        lambda: fit_data_fingerprint(trainer))
+    meta, note, skipped = check_state(trainer, state, source, data=data,
+                                      force_resume=force_resume)
+    if note:
+        warnings.warn(note, stacklevel=4)
+    if skipped:
+        warnings.warn(f"{source} was saved on {meta.get('backend')}: the Dropout streams of "
+                      f"{', '.join(skipped)} start afresh on {trainer.model.backend.label}",
+                      stacklevel=4)
+    if trainer._fit_data is None:  # loaded outside fit: a state saved again keeps its data
+        trainer._fingerprint = meta.get("data")
+    model, params = trainer.model, state["params"]
+    trainer.optimizer.load_state_dict(_optimizer_state(state["optimizer"], model.dtype),
+                                      model.backend)
     model.set_weights(params)
     trainer.rng.bit_generator.state = meta["rng"]
     rngs = meta.get("device_rngs") or {}
     for la in model.layers:
-        if la.name in rngs and getattr(la, "rng", None) is not None:
+        if la.name in rngs and la.name not in skipped and getattr(la, "rng", None) is not None:
             la.rng.set_state(rngs[la.name])
     saved = state.get("callbacks") or {}
     for key, cb in callback_keys(trainer.active_callbacks):
