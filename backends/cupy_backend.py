@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import fast
+from . import cupy_kernels, fast
 from ._base import Backend, BackendUnavailable
 from .fast import Namespace, OutKernels
 
@@ -73,6 +73,7 @@ def make(device: str | None = None) -> Backend:
         name=NAME, label=f"cuda:{index}", xp=fast.fast_namespace(xp), device=dev,
         _to_numpy=lambda x: cupy.asnumpy(x),
         _sync=lambda: cupy.cuda.get_current_stream().synchronize(),
-        _device_rng=CupyRng, flat_params=True, fast=OutKernels.of(cupy, "cupy"),
+        _device_rng=CupyRng, flat_params=True,
+        fast=OutKernels.of(cupy, "cupy", **cupy_kernels.kernels(cupy)),
         details=f"CuPy {cupy.__version__}, {name}",
     )

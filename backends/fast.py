@@ -34,30 +34,59 @@ import array_api_compat
 
 @dataclass(frozen=True)
 class OutKernels:
-    """Elementwise functions with an ``out=`` array, for one library.
+    """Elementwise functions with an ``out=`` array, for one library, and optional fused ones.
 
     multiply(a, b, out=o) : ``o[...] = a * b``
     divide(a, b, out=o)   : ``o[...] = a / b``
     sqrt(a, out=o)        : ``o[...] = sqrt(a)``
 
     ``out`` may be one of the inputs. ``b`` may be a Python scalar.
+
+    Optional (None where the library has none), each one call:
+
+    linear(x, w, b)       : ``x @ w + b`` (torch ``addmm``; may round differently)
+    addmm_(c, a, b)       : ``c += a @ b`` in place, no temporary (torch ``addmm_``)
+    <name>_backward(dy, z, a[, param]) : ``dy * derivative(z=z, a=a)`` of nnx's built-in
+        activation ``name`` (relu, leaky_relu, sigmoid, tanh) in one kernel
+    sgd_update(p, g, m, lr, momentum, nesterov), rmsprop_update(p, g, v, lr, rho, eps),
+    adam_update(p, g, m, v, lr, beta1, beta2, eps, t) : the optimizer's whole update of
+        ``p`` and its state in one kernel, the same operations in the same order as the
+        unfused path (bitwise equal), leaving ``g`` zero
+
+    The fused kernels are CuPy's (:mod:`backends.cupy_kernels`).
     """
 
     library: str
     multiply: Callable
     divide: Callable
     sqrt: Callable
+    linear: Callable | None = None
+    addmm_: Callable | None = None
+    relu_backward: Callable | None = None
+    leaky_relu_backward: Callable | None = None
+    sigmoid_backward: Callable | None = None
+    tanh_backward: Callable | None = None
+    sgd_update: Callable | None = None
+    rmsprop_update: Callable | None = None
+    adam_update: Callable | None = None
 
     @classmethod
-    def of(cls, module, library: str) -> OutKernels:
+    def of(cls, module, library: str, **fused) -> OutKernels:
         """The kernels of a NumPy-like module (``numpy``, ``cupy``): its ufuncs."""
-        return cls(library, module.multiply, module.divide, module.sqrt)
+        return cls(library, module.multiply, module.divide, module.sqrt, **fused)
 
     @classmethod
     def of_torch(cls) -> OutKernels:
         import torch
 
-        return cls("torch", torch.mul, torch.div, torch.sqrt)
+        def linear(x, w, b):
+            return torch.addmm(b, x, w)
+
+        def addmm_(c, a, b):
+            c.addmm_(a, b)
+            return c
+
+        return cls("torch", torch.mul, torch.div, torch.sqrt, linear=linear, addmm_=addmm_)
 
 
 class Namespace:

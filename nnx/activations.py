@@ -199,6 +199,15 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 ACTIVATIONS["linear"] = ACTIVATIONS["identity"]
 _FACTORIES = {"leaky_relu": make_leaky_relu, "elu": make_elu}
+#: name -> the code of nnx's own derivative of that name (a fused kernel may stand in for it)
+_OWN_DERIVATIVES = {name: a.derivative.__code__ for name, a in ACTIVATIONS.items()}
+
+
+def is_builtin(act: Activation) -> bool:
+    """True when ``act`` is nnx's own activation of its name (any parameter), not a user's:
+    a backend's fused backward kernel for that name computes exactly its derivative."""
+    return getattr(act.derivative, "__code__", None) is _OWN_DERIVATIVES.get(act.name) and (
+        act.vjp is None)
 
 
 def get_activation(spec: str | Activation | None) -> Activation:

@@ -205,3 +205,83 @@ def test_a_negative_index_raises_instead_of_counting_from_the_end_on_torch():
     x = backend.asarray(np.arange(6.0).reshape(3, 2), "float32")
     with pytest.raises(IndexError):
         backend.xp.take(x, backend.asarray(np.array([-1]), "int64"), axis=0)
+
+
+# --- fused kernels (CuPy): one launch for an update or an activation's backward -------
+
+FUSED = ("sgd_update", "rmsprop_update", "adam_update", "relu_backward",
+         "leaky_relu_backward", "sigmoid_backward", "tanh_backward")
+
+
+def _unfused(backend):
+    """The same backend with its out= functions but without fused kernels."""
+    return dataclasses.replace(backend, fast=dataclasses.replace(
+        backend.fast, **{name: None for name in FUSED}), label=f"{backend.label}-unfused")
+
+
+def test_only_cupy_registers_fused_kernels():
+    for device in ("numpy", "torch"):
+        fast = get_backend_or_skip(device).fast
+        assert all(getattr(fast, name) is None for name in FUSED), device
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu:0.1", "sigmoid", "tanh"])
+def test_fused_activation_backward_is_bitwise_the_unfused_one(activation):
+    backend = get_backend_or_skip("cuda")
+    act = nnx.activations.get_activation(activation)
+    rng = np.random.default_rng(6)
+    host = rng.standard_normal((37, 19)).astype(np.float32) * 3
+    host.flat[:4] = [0.0, -0.0, np.inf, -np.inf]
+    for dtype in ("float32", "float64"):
+        z = backend.asarray(host, dtype)
+        dy = backend.asarray(rng.standard_normal(host.shape), dtype)
+        a = act.forward(z)
+        kernel = getattr(backend.fast, f"{act.name}_backward")
+        got = kernel(dy, z, a) if act.param is None else kernel(dy, z, a, alpha=act.param)
+        want = act.backward(dy, z=z, a=a)
+        assert got.dtype == want.dtype
+        assert _host(backend, got).tobytes() == _host(backend, want).tobytes(), (activation, dtype)
+
+
+FUSED_OPTIMIZERS = {
+    "sgd": lambda: nnx.SGD(0.1), "momentum": lambda: nnx.SGD(0.05, momentum=0.9),
+    "nesterov+l2": lambda: nnx.SGD(0.05, momentum=0.9, nesterov=True, l2=1e-3),
+    "rmsprop": lambda: nnx.RMSProp(3e-3),
+    "adam+clip": lambda: nnx.Adam(3e-3, clip_norm=0.5),
+    "adamw": lambda: nnx.AdamW(3e-3),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("opt", list(FUSED_OPTIMIZERS))
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu:0.1", "sigmoid", "tanh"])
+def test_training_with_fused_kernels_is_bitwise_the_unfused_training(opt, activation):
+    fused = get_backend_or_skip("cuda")
+    x = np.random.default_rng(7).standard_normal((96, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)
+    results = []
+    for backend in (fused, _unfused(fused)):
+        tr = nnx.Trainer(nnx.mlp([5, 16, 8, 3], activation=activation), "cross_entropy",
+                         FUSED_OPTIMIZERS[opt](), device=backend)
+        losses = tr.fit(x, y, epochs=3, batch_size=16)["loss"]
+        results.append((losses, {**tr.model.get_weights(), **tr.optimizer.state_dict(backend)}))
+        assert not np.any(backend.to_numpy(tr.model.parameter_buffer.grads))
+    (loss_a, a), (loss_b, b) = results
+    assert loss_a == loss_b
+    for k, v in a.items():
+        np.testing.assert_array_equal(v, b[k], err_msg=k)
+
+
+@pytest.mark.gpu
+def test_fused_kernels_are_used_once_a_step():
+    backend = counting_backend(get_backend_or_skip("cuda"))
+    x = np.random.default_rng(8).standard_normal((64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    for opt, kernel in [(nnx.SGD(0.1, momentum=0.9), "sgd_update"),
+                        (nnx.Adam(1e-3), "adam_update"), (nnx.RMSProp(1e-3), "rmsprop_update")]:
+        backend.counts.by_name.clear()
+        nnx.Trainer(nnx.mlp([4, 8, 8, 2]), "cross_entropy", opt, device=backend).fit(
+            x, y, epochs=1, batch_size=16)
+        assert backend.counts.by_name.get(kernel) == 4, backend.counts.by_name
+        assert backend.counts.by_name.get("relu_backward") == 4 * 2, backend.counts.by_name

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..activations import Activation, get_activation
+import functools
+
+from ..activations import Activation, get_activation, is_builtin
 from ..backends import array_namespace
 from ..errors import ConfigError
 from .base import Layer
@@ -18,11 +20,26 @@ class ActivationLayer(Layer):
     def forward(self, x, *, train=False):
         act = self.activation
         a = act.forward(x)
+        fused = self._fused_backward(x)
 
         def backward(dy):
+            if fused is not None:  # the same maths in one kernel (CuPy)
+                return fused(dy, x, a)
             return act.backward(dy, z=x, a=a)
 
         return a, backward
+
+    def _fused_backward(self, x):
+        """The backend's one-kernel ``dy * derivative`` for nnx's own activation, when
+        ``x`` lives on that backend (not a gradient check's host copy), else None."""
+        fast = getattr(self.backend, "fast", None)
+        kernel = getattr(fast, f"{self.activation.name}_backward", None) if fast else None
+        if kernel is None or not is_builtin(self.activation):
+            return None
+        if array_namespace(x) is not self.backend.xp:
+            return None
+        param = self.activation.param
+        return kernel if param is None else functools.partial(kernel, alpha=param)
 
     def config(self) -> dict:
         return {"activation": self.activation.spec}

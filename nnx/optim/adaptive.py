@@ -53,6 +53,13 @@ class RMSProp(Optimizer):
         inplace.mul_(grads, k, lr)
         inplace.sub_(params, k, grads[k])
 
+    def _fused_update(self, fast, p, g, state, lr):
+        kernel = fast.rmsprop_update
+        if kernel is None or type(self)._update is not RMSProp._update:
+            return False
+        kernel(p, g, state["v"], lr, self.rho, self.eps)
+        return True
+
     def config(self) -> dict:
         return {**super().config(), "rho": self.rho, "eps": self.eps}
 
@@ -115,6 +122,13 @@ class Adam(Optimizer):
         inplace.div_(grads, k, tmp["denom"])
         inplace.mul_(grads, k, step_size)
         inplace.sub_(params, k, grads[k])
+
+    def _fused_update(self, fast, p, g, state, lr):
+        kernel = fast.adam_update
+        if kernel is None or type(self)._update is not Adam._update:
+            return False
+        kernel(p, g, state["m"], state["v"], lr, self.beta1, self.beta2, self.eps, self.t)
+        return True
 
     def config(self) -> dict:
         return {**super().config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

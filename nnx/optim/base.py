@@ -185,8 +185,17 @@ class Optimizer:
             inplace.add_(grads, "all", self.l2 * buffer.params)
         if self.weight_decay:
             inplace.mul_(params, "all", 1.0 - lr * self.weight_decay)
+        fast = self._fast_for(buffer.params, buffer.grads)
+        if fast is not None and self._fused_update(fast, buffer.params, buffer.grads, state, lr):
+            return  # one kernel did the update and zeroed the gradients
         self._update(params, grads, "all", state, lr)
         inplace.zero_(grads, "all")
+
+    def _fused_update(self, fast, p, g, state: dict, lr: float) -> bool:
+        """Apply the update and zero ``g`` with the backend's fused kernel for this
+        optimizer (``fast.<name>_update``, CuPy), bitwise equal to :meth:`_update`;
+        False (nothing done) where there is none. Subclasses that have one override it."""
+        return False
 
     def _flat_state(self, buffer) -> dict:
         """``{slot: flat array}`` laid out like ``buffer``; ``self.state`` holds views of it.

@@ -52,5 +52,12 @@ class SGD(Optimizer):
         inplace.mul_(grads, k, lr)
         inplace.sub_(params, k, grads[k])
 
+    def _fused_update(self, fast, p, g, state, lr):
+        kernel = fast.sgd_update
+        if kernel is None or type(self)._update is not SGD._update:
+            return False
+        kernel(p, g, state.get("m"), lr, self.momentum, self.nesterov)
+        return True
+
     def config(self) -> dict:
         return {**super().config(), "momentum": self.momentum, "nesterov": self.nesterov}
