@@ -20,25 +20,49 @@ DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E:
 _CODES = {np.dtype(v).newbyteorder("="): k for k, v in DTYPES.items()}
 
 
-def read_idx(path) -> np.ndarray:
+#: what a damaged file's message advises by default (a file nnx downloaded)
+REDOWNLOAD = "delete it and download it again"
+
+
+def read_idx(path, *, advice: str | None = REDOWNLOAD) -> np.ndarray:
     """Read an IDX file (``.gz`` or plain) into a native-endian array of its stored shape.
 
     Raises DataError when the file is missing, has a bad magic number or dtype
-    code, or is shorter (truncated) or longer than its header says.
+    code, or is shorter (truncated) or longer than its header says. A damaged
+    file's message ends with ``advice`` (None: no advice; a user's own file is
+    not to be deleted and downloaded).
     """
     path = os.fspath(path)
+    todo = f"; {advice}" if advice else ""
+    raw = _read_bytes(path, todo)
+    dtype, shape, header = _header(raw, path, todo)
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    held = len(raw) - header
+    if held < expected:
+        raise DataError(f"{path} is truncated: its header promises {expected} bytes of data "
+                        f"for shape {shape} but it holds {held}{todo}")
+    if held > expected:
+        raise DataError(f"{path} has {held - expected} bytes after the {expected} its header "
+                        f"promises for shape {shape}; it is corrupt or not an IDX file{todo}")
+    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return data.astype(dtype.newbyteorder("="))
+
+
+def _read_bytes(path: str, todo: str) -> bytes:
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
+            return f.read()
     except FileNotFoundError:
         raise DataError(f"IDX file {path} does not exist") from None
     except (EOFError, zlib.error) as exc:
-        raise DataError(f"{path} is truncated or corrupt ({exc}); delete it and download "
-                        "it again") from None
+        raise DataError(f"{path} is truncated or corrupt ({exc}){todo}") from None
     except OSError as exc:
-        raise DataError(f"{path} is not a readable IDX file ({exc}); delete it and download "
-                        "it again") from None
+        raise DataError(f"{path} is not a readable IDX file ({exc}){todo}") from None
+
+
+def _header(raw: bytes, path: str, todo: str) -> tuple[np.dtype, tuple, int]:
+    """``(dtype, shape, header length)`` from the magic number and the sizes."""
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(f"{path} has a bad magic number 0x{raw[:4].hex() or '(empty)'}: an IDX "
                         "file starts with two zero bytes, a dtype code and the number of "
@@ -54,21 +78,9 @@ def read_idx(path) -> np.ndarray:
         raise DataError(f"{path} declares 0 dimensions (magic number 0x{raw[:4].hex()}); "
                         "an IDX file holds at least one")
     if len(raw) < header:
-        raise DataError(f"{path} is truncated inside its header; delete it and download again")
+        raise DataError(f"{path} is truncated inside its header{todo}")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(DTYPES[raw[2]])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    held = len(raw) - header
-    if held < expected:
-        raise DataError(f"{path} is truncated: its header promises {expected} bytes of data "
-                        f"for shape {shape} but it holds {held}; delete it and download it "
-                        "again")
-    if held > expected:
-        raise DataError(f"{path} has {held - expected} bytes after the {expected} its header "
-                        f"promises for shape {shape}; it is corrupt or not an IDX file: delete "
-                        "it and download it again")
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
-    return data.astype(dtype.newbyteorder("="))
+    return np.dtype(DTYPES[raw[2]]), shape, header
 
 
 def write_idx(path, array) -> None:

@@ -5,7 +5,11 @@ Files already in the data directory are used with no network: the four
 ``train-images.idx3-ubyte``). A file with a known SHA-256 is checked before
 use. Missing files are downloaded from the mirrors below (or from the base URLs
 in ``$NNX_MNIST_MIRROR`` / ``$NNX_FASHION_MNIST_MIRROR``, comma-separated) and
-verified before they are kept.
+verified before they are kept. A file that fails its checksum may be the
+user's own: the message says how to train on it as a folder of IDX files
+(:mod:`nnx.data.idx_folder`, no checksum), and asks to delete it only in case
+nnx downloaded it (only the ``.gz`` names are ever downloaded; an uncompressed
+copy is always the user's).
 
 Images become float32 in [0, 1] (divided by 255), flattened to ``(n, 784)``;
 labels are int64 ``(n,)``.
@@ -18,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ChecksumError, ConfigError, DataError
 from .dataset import Dataset
-from .download import cache_dir, fetch, verify
-from .idx import read_idx
+from .download import cache_dir, fetch, sha256
+from .idx import REDOWNLOAD, read_idx
 from .prepare import to_unit_range
 
 #: the four files, in the order (train images, train labels, test images, test labels)
@@ -77,11 +81,24 @@ def _candidates(name: str) -> tuple[str, ...]:
     return name, plain, plain.replace("-idx", ".idx", 1)
 
 
-def find_files(directory, checksums: dict) -> dict[str, Path]:
+def _mismatch(which: str, path: Path, got: str, expected: str) -> ChecksumError:
+    """The error for a file whose SHA-256 is not the published one: it may be the user's own
+    (train on its folder instead); only a ``.gz`` name may be a download nnx made."""
+    directory = path.parent
+    ours = (" If nnx downloaded it, it has been damaged since: delete it and nnx downloads it "
+            "again." if path.name in FILES else "")
+    return ChecksumError(
+        f"{path} is not the published {which} file (SHA-256 {got}, expected {expected}). To "
+        f"train on your own IDX files, pass their folder: --dataset {directory} (a folder of "
+        f"IDX files is checked for its structure, not a checksum); for the published {which}, "
+        f"point --data-dir at another folder and nnx downloads it there.{ours}")
+
+
+def find_files(directory, checksums: dict, which: str = "mnist") -> dict[str, Path]:
     """The copies of :data:`FILES` present in ``directory``, verified where a checksum is known.
 
     Returns ``{gzip name: path}`` for those found; raises ChecksumError for a
-    file whose SHA-256 does not match (the message says to delete it).
+    file whose SHA-256 does not match (see the module docstring for its advice).
     """
     found = {}
     for name in FILES:
@@ -90,7 +107,10 @@ def find_files(directory, checksums: dict) -> dict[str, Path]:
             path = Path(directory) / candidate
             if path.is_file():
                 # ``train-images.idx3-ubyte`` holds the same bytes as ``train-images-idx3-ubyte``
-                verify(path, checksums.get(candidate, checksums.get(plain)))
+                expected = checksums.get(candidate, checksums.get(plain))
+                got = sha256(path) if expected is not None else None
+                if got is not None and got != expected.lower():
+                    raise _mismatch(which, path, got, expected)
                 found[name] = path
                 break
     return found
@@ -125,7 +145,7 @@ def load_mnist(which: str = "mnist", data_dir=None, *, download: bool = True,
                           f"{', '.join(SOURCES)}")
     table = SOURCES[which]["sha256"] if checksums is None else dict(checksums)
     directory = cache_dir(data_dir)
-    found = find_files(directory, table)
+    found = find_files(directory, table, which)
     missing = [name for name in FILES if name not in found]
     if missing:
         urls = mirrors_for(which, mirrors)
@@ -140,17 +160,27 @@ def load_mnist(which: str = "mnist", data_dir=None, *, download: bool = True,
                                   "download can be verified")
             found[name] = fetch(name, urls, directory, table[name], quiet=quiet,
                                 timeout=timeout, manual=manual)
-    xtr, ytr, xte, yte = (read_idx(found[name]) for name in FILES)
-    for images, labels, split in ((xtr, ytr, "train"), (xte, yte, "test")):
-        if (images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]
-                or images.dtype != np.uint8 or labels.dtype != np.uint8):
-            raise DataError(f"{which} {split} files do not fit together: images "
-                            f"{images.dtype} {images.shape}, labels {labels.dtype} "
-                            f"{labels.shape}; delete them from {directory} and download again")
-        if labels.size and int(labels.max()) > 9:
-            raise DataError(f"{which} {split} labels go up to {int(labels.max())}, not 9; "
-                            f"delete the label file from {directory} and download it again")
+    # a damaged .gz may be a download of nnx's; an uncompressed copy is the user's own
+    xtr, ytr, xte, yte = (read_idx(found[name], advice=REDOWNLOAD if found[name].name in FILES
+                                   else None) for name in FILES)
+    _check_pairs(which, directory, ((xtr, ytr, "train"), (xte, yte, "test")))
     flat = lambda a: to_unit_range(a.reshape(a.shape[0], -1))
     return Dataset(flat(xtr), ytr.astype(np.int64), flat(xte), yte.astype(np.int64), which, 10,
                    "classification", {"source": str(directory), "image_shape": xtr.shape[1:],
+                                      "pixel_scale": 255.0,
                                       "files": [str(found[name]) for name in FILES]})
+
+
+def _check_pairs(which: str, directory, pairs) -> None:
+    """Images and labels of each split are MNIST's: uint8, one label 0..9 per 2-D image."""
+    for images, labels, split in pairs:
+        if (images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]
+                or images.dtype != np.uint8 or labels.dtype != np.uint8):
+            raise DataError(f"{which} {split} files in {directory} do not fit together: "
+                            f"images {images.dtype} {images.shape}, labels {labels.dtype} "
+                            f"{labels.shape}; they are not the published {which} files (for "
+                            f"files of your own, pass the folder: --dataset {directory})")
+        if labels.size and int(labels.max()) > 9:
+            raise DataError(f"{which} {split} labels go up to {int(labels.max())}, not 9, in "
+                            f"{directory}; they are not the published {which} labels (for "
+                            f"files of your own, pass the folder: --dataset {directory})")
