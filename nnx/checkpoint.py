@@ -22,14 +22,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import zipfile
+import time
 
 import numpy as np
 
-from .arguments import float_dtype
-from .atomic import write_bytes
 from .errors import CheckpointError, ConfigError
-from .model_file import check_declared, check_stored_values, declared_model, memory_bytes
 
 FORMAT = "nnx-model"
 VERSION = 1
@@ -43,10 +40,33 @@ class NonFiniteWeights(CheckpointError):
 
 
 def atomic_write(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: :func:`nnx.atomic.write_bytes` (a temporary
-    file of its own in the same directory, fsync, rename; never through a link). A failed
-    write is a :class:`~nnx.errors.WriteError` naming the file and the reason."""
-    write_bytes(path, data)
+    """Write ``data`` to ``path`` atomically (same-directory temp file, fsync, rename)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        delay = os.environ.get("NNX_TEST_SLOW_WRITE")  # lets tests kill us mid-write
+        if delay:
+            time.sleep(float(delay))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}; check that the "
+                              "directory exists and is writable") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    try:  # make the rename itself durable
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 def _pack(meta: dict, arrays: dict) -> bytes:
@@ -62,51 +82,17 @@ def _damaged(path, why: str) -> CheckpointError:
                            "checkpoint or the saved model, or retrain")
 
 
-def _read_arrays(path: str) -> dict:
-    """Every array of the ``.npz`` file ``path``, once its entries' sizes are known to fit
-    in memory (read from the zip directory, before anything is decompressed)."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            size = sum(info.file_size for info in z.infolist())
-        limit = memory_bytes()
-        if limit is not None and size > limit:
-            raise CheckpointError(f"{path} holds {size / 2**30:,.1f} GiB of arrays, more "
-                                  f"than this machine's {limit / 2**30:,.1f} GiB; it is damaged "
-                                  "or not meant for this machine, and nothing was read")
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except CheckpointError:
-        raise
-    except Exception as exc:  # numpy and zipfile raise many types on damaged input
-        raise _damaged(path, f"{type(exc).__name__}: {exc}") from None
-
-
-def _check_format(path, meta: dict, arrays: dict) -> None:
-    """The metadata's format keys, then the architecture against the stored parameters
-    (before any model is allocated from it)."""
-    version = meta.get("version", 0)
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise _damaged(path, f"its format version is {version!r}")
-    if version > VERSION:
-        raise CheckpointError(f"{path} was written by a newer nnx (format version "
-                              f"{meta['version']}, this one reads {VERSION}); upgrade nnx")
-    if "architecture" not in meta:
-        raise _damaged(path, "no architecture in the metadata")
-    if meta.get("dtype", "float32") not in ("float32", "float64"):
-        raise _damaged(path, f"its dtype is {meta['dtype']!r}, not float32 or float64")
-    if meta.get("kind", "model") not in ("model", "checkpoint"):
-        raise _damaged(path, f"its kind is {meta['kind']!r}")
-    weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    check_declared(declared_model(meta["architecture"], path), weights, path)
-
-
 def _unpack(path) -> tuple[dict, dict]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"no model or checkpoint at {path}; check the path")
     if os.path.isdir(path):
         raise CheckpointError(f"{path} is a directory; pass the .npz file inside it")
-    arrays = _read_arrays(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # numpy and zipfile raise many types on damaged input
+        raise _damaged(path, f"{type(exc).__name__}: {exc}") from None
     blob = arrays.pop("__meta__", None)
     if blob is None:
         raise CheckpointError(f"{path} is a .npz file but not an nnx model or checkpoint "
@@ -117,7 +103,11 @@ def _unpack(path) -> tuple[dict, dict]:
         raise _damaged(path, f"unreadable metadata: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nnx model or checkpoint")
-    _check_format(path, meta, arrays)
+    if int(meta.get("version", 0)) > VERSION:
+        raise CheckpointError(f"{path} was written by a newer nnx (format version "
+                              f"{meta['version']}, this one reads {VERSION}); upgrade nnx")
+    if "architecture" not in meta:
+        raise _damaged(path, "no architecture in the metadata")
     return meta, arrays
 
 
@@ -138,6 +128,32 @@ def _model_meta(model) -> dict:
             "dtype": model.dtype}
 
 
+def _with_preprocessing(meta: dict, arrays: dict, preprocessing) -> None:
+    """Add ``preprocessing`` (a :class:`~nnx.data.preprocessing.Preprocessing`, or None) to a
+    file's metadata and arrays (``prep/x_mean``, ...): how raw data becomes the model's."""
+    if preprocessing is None:
+        return
+    record, prep_arrays = preprocessing.to_meta()
+    meta["preprocessing"] = record
+    arrays.update({f"prep/{k}": np.asarray(v) for k, v in prep_arrays.items()})
+
+
+def _preprocessing_of(path, meta: dict, arrays: dict | None):
+    """The Preprocessing a file holds (None for a file saved without one); ``arrays`` None:
+    a text-only record (:meth:`~nnx.data.preprocessing.Preprocessing.to_json`)."""
+    if "preprocessing" not in meta:
+        return None
+    from .data.preprocessing import Preprocessing
+
+    try:
+        if arrays is None:
+            return Preprocessing.from_json(meta["preprocessing"])
+        return Preprocessing.from_meta(meta["preprocessing"], {
+            k[len("prep/"):]: v for k, v in arrays.items() if k.startswith("prep/")})
+    except (ValueError, KeyError) as exc:
+        raise _damaged(path, f"preprocessing: {exc}") from None
+
+
 def _finite_weights(weights: dict, path, allow_nonfinite: bool) -> dict:
     bad = None if allow_nonfinite else _nonfinite(weights)
     if bad is not None:
@@ -146,17 +162,23 @@ def _finite_weights(weights: dict, path, allow_nonfinite: bool) -> dict:
     return weights
 
 
-def save(model, path, *, allow_nonfinite: bool = False) -> None:
+def save(model, path, *, allow_nonfinite: bool = False, preprocessing=None) -> None:
     """Save the architecture and parameters of ``model`` to ``path`` (``.npz``), atomically.
 
-    Raises :class:`NonFiniteWeights` (a CheckpointError) when a parameter holds
-    NaN or infinity, unless ``allow_nonfinite``.
+    ``preprocessing`` (default: ``model.preprocessing``, which a model from
+    :func:`load` or a training run has) is saved with it: the scaling, class
+    names, input shape and task that let ``load(path).predict(raw_x)`` answer as
+    the run did. Raises :class:`NonFiniteWeights` (a CheckpointError) when a
+    parameter holds NaN or infinity, unless ``allow_nonfinite``.
     """
     if getattr(model, "backend", None) is None:
         raise ConfigError("the model has no parameters yet; initialise or train it first")
     weights = _finite_weights(model.get_weights(), path, allow_nonfinite)
     arrays = {f"param/{k}": v for k, v in weights.items()}
-    atomic_write(path, _pack({**_model_meta(model), "kind": "model"}, arrays))
+    meta = {**_model_meta(model), "kind": "model"}
+    _with_preprocessing(meta, arrays, preprocessing if preprocessing is not None
+                        else getattr(model, "preprocessing", None))
+    atomic_write(path, _pack(_jsonable(meta), arrays))
 
 
 def _describe(layer: dict) -> str:
@@ -218,26 +240,35 @@ def _set_weights(model, weights, path) -> None:
         raise CheckpointError(f"{path} does not fit this model: {exc}") from None
 
 
-def load(path, device="cpu", dtype: str | None = None, *, allow_nonfinite: bool = False):
+def load(path, device="cpu", dtype: str | None = None):
     """Load a model saved by :func:`save` (or the model inside a checkpoint) onto ``device``.
 
-    ``device`` is a device string or Backend, so a model trained on one backend
-    loads on any other. ``dtype`` (float32 or float64) defaults to the saved one. A
-    ``.safetensors`` path is read by :func:`nnx.safetensors_io.load_safetensors`. The
-    architecture is checked against the stored arrays before anything is allocated;
-    a model holding NaN or infinity is refused (CheckpointError) unless
-    ``allow_nonfinite``.
+    Returns a :class:`~nnx.trained.TrainedModel`: a Sequential whose ``predict``,
+    ``predict_proba``, ``evaluate`` and ``summary`` apply the preprocessing saved
+    with it. ``device`` is a device string or Backend, so a model trained on one
+    backend loads on any other. ``dtype`` defaults to the saved one. A
+    ``.safetensors`` path is read by :func:`nnx.export.load_safetensors`.
     """
-    dtype = None if dtype is None else float_dtype(dtype)
-    if os.fspath(path).lower().endswith(".safetensors"):
-        from .safetensors_io import load_safetensors
+    from .layers import build
+    from .trained import TrainedModel, with_preprocessing
 
-        return load_safetensors(path, device, dtype, allow_nonfinite=allow_nonfinite)
-    meta, arrays = _unpack(path)  # the architecture fits the arrays: nothing huge follows
-    model = declared_model(meta["architecture"], path)
-    weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    check_stored_values(weights, path, allow_nonfinite)
+    if os.fspath(path).lower().endswith(".safetensors"):
+        from .export.safetensors_file import load_safetensors, read_safetensors
+
+        model = load_safetensors(path, device, dtype)
+        extra = read_safetensors(path)[0].get("nnx")
+        return with_preprocessing(model, _preprocessing_of(path, extra if isinstance(
+            extra, dict) else {}, None))
+    meta, arrays = _unpack(path)
+    try:
+        built = build(meta["architecture"])
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the saved architecture ({exc}); was it "
+                              "saved with a custom layer that is not registered here? Call "
+                              "nnx.register_layer(cls) first") from None
+    model = TrainedModel(built.layers, built.input_shape, _preprocessing_of(path, meta, arrays))
     model.init(device, 0, dtype or meta.get("dtype", "float32"))
+    weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     _set_weights(model, weights, path)
     return model
 
@@ -275,6 +306,8 @@ def save_checkpoint(path, trainer, epoch: int | None = None, *,
         callbacks[key] = cb_state
     meta.update(format=FORMAT, version=VERSION, kind="checkpoint", optimizer=scalars,
                 callbacks=callbacks)
+    _with_preprocessing(meta, arrays, getattr(getattr(trainer, "model", None), "preprocessing",
+                                              None))
     atomic_write(path, _pack(_jsonable(meta), arrays))
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .settings_names import NAME_CHECKS as _NAME_CHECKS
 
 try:  # Python 3.11+
     import tomllib
@@ -104,7 +105,12 @@ SETTINGS = [
     Setting("val_split", (float, int), 0.1, "fraction of training data held out for "
             "validation (stratified)", "data", _UNIT),
     Setting("standardize", bool, False, "standardise features (mean/std fitted on the "
-            "training split only)", "data"),
+            "training split only) and a regression target (predictions are turned back into "
+            "its units); both are saved with the model", "data"),
+    Setting("task", (str, type(None)), None, "classification or regression; None: guessed "
+            "from the labels (text or whole numbers: classes). For your own files and IDX "
+            "folders", "data", (lambda v: v in (None, "classification", "regression"),
+                                "classification or regression")),
     Setting("hidden", (str, list), "512,256", "hidden layer sizes, e.g. 256,128 (an empty "
             "string: no hidden layer)", "model"),
     Setting("activation", str, "relu", "hidden activation (relu, leaky_relu:0.1, tanh, "
@@ -359,46 +365,3 @@ def _check_range(s: Setting, value, prefix: str) -> None:
             raise ConfigError(f"{prefix}{exc}") from None
     elif s.rule is not None and not s.rule[0](value):
         raise ConfigError(f"{prefix}{flag} must be {s.rule[1]}, got {value!r}")
-
-
-def _activation(cfg: dict) -> None:
-    from .activations import get_activation
-
-    act = cfg["activation"]
-    for name in (act.split(":", 1)[1].split(",") if act.lower().startswith("mixed:") else [act]):
-        get_activation(name)
-
-
-def _init(cfg: dict) -> None:
-    from .initializers import get_initializer
-
-    get_initializer(cfg["init"])
-
-
-def _loss(cfg: dict) -> None:
-    from .losses import get_loss
-
-    if cfg["loss"] is not None:
-        get_loss(cfg["loss"])
-
-
-def _optimizer(cfg: dict) -> None:
-    from .optim import get_optimizer
-
-    get_optimizer(cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"],
-                  weight_decay=cfg["weight_decay"] or None, l2=cfg["l2"],
-                  clip_norm=cfg["clip_norm"])
-
-
-def _schedule(cfg: dict) -> None:
-    from .errors import names_hint
-    from .schedules import SCHEDULES
-
-    if cfg["schedule"] not in SCHEDULES:
-        raise ConfigError(names_hint("schedule", cfg["schedule"], SCHEDULES))
-
-
-#: the names a setting refers to, looked up in their registries (each error names its source)
-_NAME_CHECKS = (("activation", _activation), ("init", _init), ("loss", _loss),
-                # the optimizer's options come from several settings, maybe several sources
-                (None, _optimizer), ("schedule", _schedule))
