@@ -1,32 +1,30 @@
 """The ``nnx`` command (``scripts/train.py``, ``python -m nnx``): train, write a run directory.
 
+Bare ``nnx [flags]`` trains; ``nnx predict|evaluate|summary|export ...`` run the
+commands beside training on a saved model (:mod:`nnx.commands`).
+
 The only module that parses arguments; :mod:`nnx.build` turns the settings into
 a run. Here: the flags (one per setting of :mod:`nnx.settings`), signals, exit
 statuses and what is printed. User mistakes end with one line on stderr and
 exit status 2; an unexpected failure says it is a bug, exit 1; Ctrl-C saves a
-checkpoint and exits 130, SIGTERM (``timeout``, job schedulers, ``docker stop``)
-the same with 143. ``--debug`` shows tracebacks.
+checkpoint and exits 130. ``--debug`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import shlex
 import signal
 import sys
-import threading
 import time
 import warnings
 
-from . import _startup
 from . import settings as settings_mod
 from .errors import USER_ERRORS
 
-EXIT_USER, EXIT_BUG, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143
-_startup.keep()  # the command's uncaught Ctrl-C is one line and exit status 130, anywhere
+EXIT_USER, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnx", allow_abbrev=False,  # a mistyped flag is named, never guessed
         description="Train a multilayer perceptron with nnx and write a run directory "
-        "(config.json, metrics.csv/jsonl, curves.png, model.npz, checkpoint.npz).",
+        "(config.json, metrics.csv/jsonl, curves.png, model.npz, checkpoint.npz). With a "
+        "saved model: nnx predict MODEL DATA, nnx evaluate MODEL DATA, nnx summary MODEL, "
+        "nnx export MODEL --format onnx|safetensors -o FILE (nnx predict --help).",
         epilog="Per-dataset defaults (recorded with source 'dataset' in config.json; MNIST's "
         "follow published MLP results): " + "; ".join(
             f"{d}: " + ", ".join(f"{k}={v}" for k, v in ov.items())
@@ -55,10 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue a run exactly, appending to its metrics: its directory or "
                      "its checkpoint.npz; its config.json supplies the settings, flags change "
                      "them (e.g. more --epochs) (default: none)")
-    run.add_argument("--force-resume", action="store_true",
-                     help="with --resume: continue even though the training data is not the "
-                     "run's (checkpoint.npz holds a fingerprint of it); the result will not "
-                     "match an uninterrupted run (default: off)")
     run.add_argument("--config", default=None, metavar="TOML",
                      help="read settings from a TOML file (keys as the flags, with _ or -; "
                      "[tables] only group them); flags override it. Relative data_dir and out "
@@ -101,6 +97,9 @@ def _number(text, kind, name):
 
 def main(argv=None) -> int:
     """Entry point: parse, run, and turn every failure into one line and an exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:
+        return command_main(argv)
     parser = build_parser()
     parser.error = lambda message: _usage_error(parser, message)  # type: ignore[method-assign]
     args = parser.parse_args(argv)
@@ -117,9 +116,9 @@ def main(argv=None) -> int:
         if args.debug:
             raise
         return _failed(exc, f"error: {_one_line(exc)}", getattr(exc, "exit_code", EXIT_USER))
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated), outside training
-        _say(_aborted_message(exc))
-        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        _say(_aborted_message())
+        return EXIT_INTERRUPTED
     except MemoryError:  # sizes beyond what build.check_fits_in_memory could foresee
         if args.debug:
             raise
@@ -190,16 +189,10 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def run(args) -> int:
     """Resolve settings, build the run, train it and print what happened (see :mod:`nnx.build`)."""
-    with _sigterm_unwinds():
-        return _run(args)
-
-
-def _run(args) -> int:
     from . import build
 
-    _STATE["signal"] = None  # the first SIGINT or SIGTERM of the training loop
     flags = {s.name: getattr(args, s.name) for s in settings_mod.SETTINGS}
-    plan = build.plan(flags, args.config, args.resume, force_resume=args.force_resume)
+    plan = build.plan(flags, args.config, args.resume)
     _STATE["comm"] = plan.comm
     if plan.comm.rank != 0:  # rank 0 alone prints; the others report through it
         _STATE["silent"] = True
@@ -213,8 +206,6 @@ def _run(args) -> int:
     except BaseException:
         out.discard_if_unused()  # a run that failed before writing leaves no empty directory
         raise
-    finally:
-        out.close()  # the directory's lock: another run may use it now
 
 
 def _train(args, plan, out) -> int:
@@ -240,12 +231,9 @@ def _train(args, plan, out) -> int:
     elapsed = time.perf_counter() - t0
     if trainer.interrupted_at is not None:
         build.save_interrupted(run_)  # by rank 0
-        point = trainer.interrupted_at
-        where = ("; checkpoint saved after the epoch's last step" if point["batch"] == 0
-                 else "; checkpoint saved")
-        _say(f"interrupted at epoch {point['epoch'] + (1 if point['batch'] else 0)}, step "
-             f"{trainer.step}{where}. Resume with:\n  {_resume_command(out.path)}")
-        return EXIT_TERMINATED if _STATE.get("signal") == "SIGTERM" else EXIT_INTERRUPTED
+        _say(f"interrupted at epoch {trainer.interrupted_at['epoch'] + 1}, step {trainer.step}; "
+             f"checkpoint saved. Resume with:\n  {_resume_command(out.path)}")
+        return EXIT_INTERRUPTED
     return _finish(run_, history, elapsed, args)
 
 
@@ -253,63 +241,39 @@ def _train(args, plan, out) -> int:
 _STATE: dict = {"out": None}
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM outside the training loop, or a second one inside it: it unwinds the run like
-    Ctrl-C does (every ``except KeyboardInterrupt`` cleans up the same way); exit 143."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated
-
-
-@contextlib.contextmanager
-def _sigterm_unwinds():
-    """SIGTERM raises :class:`Terminated` while the run is set up and finished (training
-    itself installs :func:`_install_interrupt`); the previous handler comes back after."""
-    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _aborted_message(exc=None) -> str:
-    by = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+def _aborted_message() -> str:
     out = _STATE["out"]
     if out is not None and out.checkpoint.exists():
-        return (f"aborted by {by} without saving; {out.checkpoint} holds the last completed "
+        return (f"aborted by Ctrl-C without saving; {out.checkpoint} holds the last completed "
                 f"epoch. Resume with:\n  {_resume_command(out.path)}")
-    return f"aborted by {by} before any checkpoint was written"
+    return "aborted by Ctrl-C before any checkpoint was written"
 
 
 def _install_interrupt(trainer, terminate: bool = False):
-    """The first Ctrl-C or SIGTERM (what ``timeout``, job schedulers, ``docker stop`` and
-    ``mpiexec`` send) asks the trainer to stop after its step; the run then saves a
-    checkpoint, prints the resume command and exits 130 (143 for SIGTERM). A second one
-    of either aborts without saving. Returns the function that puts the previous handlers
-    back. (``terminate`` is accepted for older callers: SIGTERM is always handled.)"""
-    signals = [getattr(signal, n) for n in ("SIGINT", "SIGTERM") if hasattr(signal, n)]
-    if not signals or threading.current_thread() is not threading.main_thread():
+    """First Ctrl-C: finish the step, checkpoint, exit 130. A second one aborts. With
+    ``terminate`` (several processes: ``mpiexec`` passes SIGTERM on to every rank) SIGTERM
+    does what the first Ctrl-C does."""
+    if not hasattr(signal, "SIGINT"):
         return lambda: None
+    previous = signal.getsignal(signal.SIGINT)
+    if terminate and hasattr(signal, "SIGTERM"):
+        before = signal.getsignal(signal.SIGTERM)
+        def terminate(signum, frame):
+            _say("\nterminated: finishing the current step, then saving a checkpoint")
+            trainer.request_interrupt()
 
-    def again(signum, frame):
-        raise Terminated if signum == getattr(signal, "SIGTERM", None) else KeyboardInterrupt
+        signal.signal(signal.SIGTERM, terminate)
+        undo = _install_interrupt(trainer)
+        return lambda: (undo(), signal.signal(signal.SIGTERM, before))
 
-    def first(signum, frame):
-        name = signal.Signals(signum).name
-        _STATE["signal"] = name
-        for s in signals:
-            signal.signal(s, again)
-        how = "Ctrl-C" if name == "SIGINT" else "SIGTERM"
-        _say(f"\n{'interrupt' if name == 'SIGINT' else 'terminated'}: finishing the current "
-             f"step, then saving a checkpoint ({how} again to abort without saving)")
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _say("\ninterrupt: finishing the current step, then saving a checkpoint "
+             "(Ctrl-C again to abort without saving)")
         trainer.request_interrupt()
 
-    previous = {s: signal.signal(s, first) for s in signals}
-    return lambda: [signal.signal(s, h) for s, h in previous.items()]
+    signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
 
 
 def _resume_command(path) -> str:
@@ -340,4 +304,94 @@ def _finish(run_, history, elapsed, args) -> int:
              f"{summary['best_epoch']} of {summary['epochs_run']}, {metric.replace('_', ' ')} "
              f"{summary[metric]:.4f}, test loss {summary['test_loss']:.4f}")
         _say(f"run directory: {run_.out.path}")
+    return 0
+
+
+# --- the commands beside training ------------------------------------------------
+
+#: ``nnx <command> ...`` runs one of these on a saved model; anything else trains
+COMMANDS = ("predict", "evaluate", "summary", "export")
+
+
+def command_parser() -> argparse.ArgumentParser:
+    """The parser of ``nnx predict|evaluate|summary|export``."""
+    from .commands import DATA_HELP, FORMATS, HELP, MODEL_HELP, SPLITS
+
+    parser = argparse.ArgumentParser(prog="nnx", allow_abbrev=False,
+                                     description="Use a saved model (bare nnx trains one).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        p = sub.add_parser(name, help=HELP[name], description=HELP[name], allow_abbrev=False)
+        p.error = lambda message, p=p: _usage_error(p, message)  # type: ignore[method-assign]
+        p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+        if name in ("predict", "evaluate"):
+            p.add_argument("data", metavar="DATA", help=DATA_HELP)
+            p.add_argument("--split", choices=SPLITS, default="auto",
+                           help="auto: DATA's test set when it has one, else every row "
+                           "(default: auto)")
+            p.add_argument("--device", default="cpu", help="device to run on (default: cpu)")
+            p.add_argument("--data-dir", default=None, help="where MNIST files are cached")
+            p.add_argument("--batch-size", type=int, default=4096,
+                           help="examples per forward pass (default: 4096)")
+        if name == "predict":
+            p.add_argument("--out", "-o", default=None, metavar="CSV",
+                           help="write the predictions to this file (default: standard output)")
+        if name == "export":
+            p.add_argument("--format", required=True, choices=FORMATS)
+            p.add_argument("--out", "-o", required=True, metavar="FILE")
+            p.add_argument("--head", choices=("none", "softmax", "sigmoid"), default="none",
+                           help="ONNX: end the graph with softmax or sigmoid (default: none, "
+                           "logits as nnx gives them)")
+        p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.error = lambda message: _usage_error(parser, message)  # type: ignore[method-assign]
+    return parser
+
+
+def command_main(argv) -> int:
+    """``nnx predict|evaluate|summary|export``: results on stdout, messages on stderr; a user
+    mistake is one line and exit status 2, a bug exit status 1."""
+    parser = command_parser()
+    parser.prog = f"nnx {argv[0]}"  # its errors are about that command's arguments
+    args = parser.parse_args(argv)
+    _STATE.update(out=None, comm=None, silent=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _one_line_warning
+            return _command(args)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        _say(f"error: {_one_line(exc)}")
+        return getattr(exc, "exit_code", EXIT_USER)
+    except KeyboardInterrupt:
+        _say("aborted by Ctrl-C")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: say so, briefly
+        if args.debug:
+            raise
+        _say(f"internal error: {type(exc).__name__}: {_one_line(exc)} -- this is a bug in nnx; "
+             "rerun with --debug for the traceback and report it")
+        return EXIT_BUG
+
+
+def _command(args) -> int:
+    from . import commands
+
+    if args.command == "summary":
+        print("\n".join(commands.summary(args.model)))
+    elif args.command == "export":
+        _say(commands.export(args.model, args.format, args.out,
+                             head=None if args.head == "none" else args.head))
+    else:
+        where = dict(device=args.device, split=args.split, data_dir=args.data_dir,
+                     batch_size=args.batch_size)
+        if args.command == "evaluate":
+            print("\n".join(commands.evaluate(args.model, args.data, **where)))
+        else:
+            table, message = commands.predict(args.model, args.data, out=args.out, **where)
+            if table is not None:
+                sys.stdout.write(table)
+            _say(message)
+    sys.stdout.flush()
     return 0
