@@ -15,9 +15,7 @@ where a new architecture is added.
 
 from __future__ import annotations
 
-import json
 import math
-import numbers
 import os
 import time
 import warnings
@@ -25,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import settings as settings_mod
-from .errors import USER_ERRORS, CheckpointError, ConfigError, DataError
+from .errors import USER_ERRORS, ConfigError, DataError
+from .resume import check_resumable, check_resume, resume_source
 
 __all__ = ["Plan", "Run", "plan", "open_run_dir", "prepare", "build_model", "loss_and_outputs",
            "build_trainer", "check_resumable", "check_fits_in_memory", "standardize",
@@ -38,7 +37,8 @@ class Plan:
 
     ``resolved`` is ``{name: {"value", "source"}}`` (written to ``config.json``),
     ``settings`` the normalised values, ``checkpoint`` the file a resumed run
-    continues from (None for a new run), ``backend`` the chosen backend.
+    continues from (None for a new run), ``backend`` the chosen backend,
+    ``force_resume`` whether that run may continue on other training data.
     """
 
     resolved: dict
@@ -46,6 +46,7 @@ class Plan:
     checkpoint: str | None
     backend: object
     comm: object = None  # the run's processes (nnx.distributed), one or several
+    force_resume: bool = False
 
 
 @dataclass
@@ -68,9 +69,10 @@ class Run:
 # --- settings -------------------------------------------------------------------------------
 
 
-def plan(flags: dict, config=None, resume=None) -> Plan:
+def plan(flags: dict, config=None, resume=None, *, force_resume: bool = False) -> Plan:
     """Resolve ``flags`` (``{setting: value or None}``) over a TOML file and, with ``resume``
-    (a run directory or checkpoint), the previous run's settings; choose the backend."""
+    (a run directory or checkpoint), the previous run's settings; choose the backend.
+    ``force_resume`` lets the resumed run continue on other training data."""
     from . import backends
     from .distributed import connect, device_for_rank
 
@@ -85,32 +87,12 @@ def plan(flags: dict, config=None, resume=None) -> Plan:
                           f"{values['out']}", stacklevel=2)
     comm = connect(values["distributed"], values["device"])
     return Plan(resolved, values, checkpoint,
-                backends.get(device_for_rank(values["device"], comm)), comm)
+                backends.get(device_for_rank(values["device"], comm)), comm, force_resume)
 
 
 def _root(p: Plan) -> bool:
     """Whether this process writes the run's files (rank 0, or the only process)."""
     return p.comm is None or p.comm.rank == 0
-
-
-def resume_source(path) -> tuple[dict, str]:
-    """The previous run's settings and checkpoint from a run directory or checkpoint file."""
-    ckpt = os.path.join(path, "checkpoint.npz") if os.path.isdir(path) else os.fspath(path)
-    if not os.path.exists(ckpt):
-        raise ConfigError(f"nothing to resume at {path}: no checkpoint.npz there; pass a run "
-                          "directory written by nnx or its checkpoint.npz")
-    config_file = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "config.json")
-    previous = {}
-    if os.path.exists(config_file):
-        try:
-            with open(config_file, encoding="utf-8") as f:
-                saved = json.load(f)["settings"]
-            previous = {k: v["value"] for k, v in saved.items()
-                        if k in settings_mod.BY_NAME and k != "out"}
-        except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
-            raise ConfigError(f"{config_file} is damaged ({exc}); pass the settings as flags "
-                              "and the checkpoint file to --resume") from None
-    return previous, ckpt
 
 
 def default_out(dataset: str) -> str:
@@ -194,13 +176,6 @@ def build_model(settings: dict, ds) -> tuple[object, object]:
     return model, loss
 
 
-def _memory_bytes() -> int | None:
-    """Physical memory of this machine, or None where the system does not say."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
-        return None
-
 
 def check_fits_in_memory(sizes, settings: dict, n_train: int, limit: int | None = None) -> None:
     """Refuse an MLP of layer ``sizes`` whose training would not fit in ``limit`` bytes (by
@@ -210,7 +185,9 @@ def check_fits_in_memory(sizes, settings: dict, n_train: int, limit: int | None 
     plus one step's activations (pre-activation, activation and gradient of every
     layer for a batch), in the run's dtype.
     """
-    limit = _memory_bytes() if limit is None else limit
+    from .model_file import memory_bytes
+
+    limit = memory_bytes() if limit is None else limit
     itemsize = 8 if settings["dtype"] == "float64" else 4
     params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
     batch = n_train if settings["batch_size"] == "full" else min(settings["batch_size"],
@@ -269,39 +246,6 @@ def build_trainer(settings: dict, model, loss, backend, out, ds, *, resume: bool
     return trainer, callbacks
 
 
-def check_resumable(path, model, ds, epochs: int, run_path, ranks: int = 1) -> None:
-    """Refuse a damaged checkpoint, or one of another architecture, before the run
-    directory's config.json is rewritten: a mistaken --resume must leave the run resumable.
-    Data of another shape is named as such; a finished run is warned about (more --epochs)."""
-    from .checkpoint import check_architecture, load_checkpoint
-    from .distributed.parallel import check_world_size
-
-    meta = load_checkpoint(path)["meta"]
-    layers = meta["architecture"].get("layers", []) if isinstance(meta.get("architecture"),
-                                                                  dict) else []
-    dense = [la.get("config", {}) for la in layers
-             if isinstance(la, dict) and la.get("type") == "Dense"]
-    if dense and "n_in" in dense[0] and dense[0]["n_in"] != model.n_in:
-        n = dense[0]["n_in"]
-        raise CheckpointError(
-            f"{path} was saved from a different model: it takes {n} input features "
-            f"(n_in={n}) but dataset {ds.name} has {model.n_in} (n_in={model.n_in}); resume "
-            "with the data it was trained on, or start a new run with another --out")
-    if dense and "n_out" in dense[-1] and dense[-1]["n_out"] != model.n_out:
-        n = dense[-1]["n_out"]
-        raise CheckpointError(
-            f"{path} was saved from a different model: it has {n} outputs but dataset "
-            f"{ds.name} needs {model.n_out}; resume with the data and --loss it was trained "
-            "with, or start a new run with another --out")
-    check_architecture(model, meta["architecture"], path)
-    check_world_size(meta, ranks, path)
-    done = meta.get("epoch")
-    if isinstance(done, numbers.Integral) and done >= epochs and meta.get("resume_point") is None:
-        warnings.warn(f"nothing to train: {run_path} has already trained {done} of {epochs} "
-                      f"epochs; pass --epochs N with N > {done} to train further (the model is "
-                      "evaluated and its files rewritten)", stacklevel=2)
-
-
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -326,9 +270,10 @@ def prepare(p: Plan, out, *, quiet: bool = False, say=None) -> Run:
     resume = p.checkpoint is not None
     trainer, callbacks = build_trainer(s, model, loss, p.backend, out, ds, resume=resume,
                                        quiet=quiet, say=say, comm=p.comm)
-    if resume:
+    if resume:  # every check of the resume, before config.json is rewritten
         check_resumable(p.checkpoint, trainer.model, ds, s["epochs"], out.path,
                         ranks=p.comm.size)
+        check_resume(p, trainer, x_train, ds.y_train, callbacks)
     run = Run(p, out, ds, x_train, x_test, model, loss, trainer, callbacks)
     if s["doctor"]:
         from .doctor import Doctor
@@ -366,7 +311,8 @@ def train(run: Run):
             warnings.filterwarnings("ignore", message="nothing to train")
             return run.trainer.fit(run.x_train, run.dataset.y_train, epochs=s["epochs"],
                                    batch_size=s["batch_size"], validation_split=s["val_split"],
-                                   callbacks=run.callbacks, resume=run.plan.checkpoint)
+                                   callbacks=run.callbacks, resume=run.plan.checkpoint,
+                                   force_resume=run.plan.force_resume)
     except USER_ERRORS as exc:
         if run.doctor is not None and _root(run.plan):
             run.doctor.finish(error=exc)

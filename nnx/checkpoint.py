@@ -22,11 +22,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
+import zipfile
 
 import numpy as np
 
+from .arguments import float_dtype
+from .atomic import write_bytes
 from .errors import CheckpointError, ConfigError
+from .model_file import check_declared, check_stored_values, declared_model, memory_bytes
 
 FORMAT = "nnx-model"
 VERSION = 1
@@ -40,33 +43,10 @@ class NonFiniteWeights(CheckpointError):
 
 
 def atomic_write(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (same-directory temp file, fsync, rename)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        delay = os.environ.get("NNX_TEST_SLOW_WRITE")  # lets tests kill us mid-write
-        if delay:
-            time.sleep(float(delay))
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}; check that the "
-                              "directory exists and is writable") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    try:  # make the rename itself durable
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    """Write ``data`` to ``path`` atomically: :func:`nnx.atomic.write_bytes` (a temporary
+    file of its own in the same directory, fsync, rename; never through a link). A failed
+    write is a :class:`~nnx.errors.WriteError` naming the file and the reason."""
+    write_bytes(path, data)
 
 
 def _pack(meta: dict, arrays: dict) -> bytes:
@@ -82,17 +62,51 @@ def _damaged(path, why: str) -> CheckpointError:
                            "checkpoint or the saved model, or retrain")
 
 
+def _read_arrays(path: str) -> dict:
+    """Every array of the ``.npz`` file ``path``, once its entries' sizes are known to fit
+    in memory (read from the zip directory, before anything is decompressed)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            size = sum(info.file_size for info in z.infolist())
+        limit = memory_bytes()
+        if limit is not None and size > limit:
+            raise CheckpointError(f"{path} holds {size / 2**30:,.1f} GiB of arrays, more "
+                                  f"than this machine's {limit / 2**30:,.1f} GiB; it is damaged "
+                                  "or not meant for this machine, and nothing was read")
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except CheckpointError:
+        raise
+    except Exception as exc:  # numpy and zipfile raise many types on damaged input
+        raise _damaged(path, f"{type(exc).__name__}: {exc}") from None
+
+
+def _check_format(path, meta: dict, arrays: dict) -> None:
+    """The metadata's format keys, then the architecture against the stored parameters
+    (before any model is allocated from it)."""
+    version = meta.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise _damaged(path, f"its format version is {version!r}")
+    if version > VERSION:
+        raise CheckpointError(f"{path} was written by a newer nnx (format version "
+                              f"{meta['version']}, this one reads {VERSION}); upgrade nnx")
+    if "architecture" not in meta:
+        raise _damaged(path, "no architecture in the metadata")
+    if meta.get("dtype", "float32") not in ("float32", "float64"):
+        raise _damaged(path, f"its dtype is {meta['dtype']!r}, not float32 or float64")
+    if meta.get("kind", "model") not in ("model", "checkpoint"):
+        raise _damaged(path, f"its kind is {meta['kind']!r}")
+    weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    check_declared(declared_model(meta["architecture"], path), weights, path)
+
+
 def _unpack(path) -> tuple[dict, dict]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"no model or checkpoint at {path}; check the path")
     if os.path.isdir(path):
         raise CheckpointError(f"{path} is a directory; pass the .npz file inside it")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:  # numpy and zipfile raise many types on damaged input
-        raise _damaged(path, f"{type(exc).__name__}: {exc}") from None
+    arrays = _read_arrays(path)
     blob = arrays.pop("__meta__", None)
     if blob is None:
         raise CheckpointError(f"{path} is a .npz file but not an nnx model or checkpoint "
@@ -103,11 +117,7 @@ def _unpack(path) -> tuple[dict, dict]:
         raise _damaged(path, f"unreadable metadata: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nnx model or checkpoint")
-    if int(meta.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{path} was written by a newer nnx (format version "
-                              f"{meta['version']}, this one reads {VERSION}); upgrade nnx")
-    if "architecture" not in meta:
-        raise _damaged(path, "no architecture in the metadata")
+    _check_format(path, meta, arrays)
     return meta, arrays
 
 
@@ -240,35 +250,34 @@ def _set_weights(model, weights, path) -> None:
         raise CheckpointError(f"{path} does not fit this model: {exc}") from None
 
 
-def load(path, device="cpu", dtype: str | None = None):
+def load(path, device="cpu", dtype: str | None = None, *, allow_nonfinite: bool = False):
     """Load a model saved by :func:`save` (or the model inside a checkpoint) onto ``device``.
 
     Returns a :class:`~nnx.trained.TrainedModel`: a Sequential whose ``predict``,
     ``predict_proba``, ``evaluate`` and ``summary`` apply the preprocessing saved
     with it. ``device`` is a device string or Backend, so a model trained on one
-    backend loads on any other. ``dtype`` defaults to the saved one. A
-    ``.safetensors`` path is read by :func:`nnx.export.load_safetensors`.
+    backend loads on any other. ``dtype`` (float32 or float64) defaults to the saved
+    one. A ``.safetensors`` path is read by :func:`nnx.safetensors_io.load_safetensors`.
+    The architecture is checked against the stored arrays before anything is
+    allocated; a model holding NaN or infinity is refused (CheckpointError) unless
+    ``allow_nonfinite``.
     """
-    from .layers import build
     from .trained import TrainedModel, with_preprocessing
 
+    dtype = None if dtype is None else float_dtype(dtype)
     if os.fspath(path).lower().endswith(".safetensors"):
-        from .export.safetensors_file import load_safetensors, read_safetensors
+        from .safetensors_io import load_safetensors, read_safetensors
 
-        model = load_safetensors(path, device, dtype)
+        model = load_safetensors(path, device, dtype, allow_nonfinite=allow_nonfinite)
         extra = read_safetensors(path)[0].get("nnx")
         return with_preprocessing(model, _preprocessing_of(path, extra if isinstance(
             extra, dict) else {}, None))
-    meta, arrays = _unpack(path)
-    try:
-        built = build(meta["architecture"])
-    except (ConfigError, KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot rebuild the saved architecture ({exc}); was it "
-                              "saved with a custom layer that is not registered here? Call "
-                              "nnx.register_layer(cls) first") from None
+    meta, arrays = _unpack(path)  # the architecture fits the arrays: nothing huge follows
+    built = declared_model(meta["architecture"], path)
+    weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    check_stored_values(weights, path, allow_nonfinite)
     model = TrainedModel(built.layers, built.input_shape, _preprocessing_of(path, meta, arrays))
     model.init(device, 0, dtype or meta.get("dtype", "float32"))
-    weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     _set_weights(model, weights, path)
     return model
 

@@ -7,24 +7,29 @@ The only module that parses arguments; :mod:`nnx.build` turns the settings into
 a run. Here: the flags (one per setting of :mod:`nnx.settings`), signals, exit
 statuses and what is printed. User mistakes end with one line on stderr and
 exit status 2; an unexpected failure says it is a bug, exit 1; Ctrl-C saves a
-checkpoint and exits 130. ``--debug`` shows tracebacks.
+checkpoint and exits 130, SIGTERM (``timeout``, job schedulers, ``docker stop``)
+the same with 143. ``--debug`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shlex
 import signal
 import sys
+import threading
 import time
 import warnings
 
+from . import _startup
 from . import settings as settings_mod
 from .errors import USER_ERRORS
 
-EXIT_USER, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_USER, EXIT_BUG, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143
+_startup.keep()  # the command's uncaught Ctrl-C is one line and exit status 130, anywhere
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue a run exactly, appending to its metrics: its directory or "
                      "its checkpoint.npz; its config.json supplies the settings, flags change "
                      "them (e.g. more --epochs) (default: none)")
+    run.add_argument("--force-resume", action="store_true",
+                     help="with --resume: continue even though the training data is not the "
+                     "run's (checkpoint.npz holds a fingerprint of it); the result will not "
+                     "match an uninterrupted run (default: off)")
     run.add_argument("--config", default=None, metavar="TOML",
                      help="read settings from a TOML file (keys as the flags, with _ or -; "
                      "[tables] only group them); flags override it. Relative data_dir and out "
@@ -116,9 +125,9 @@ def main(argv=None) -> int:
         if args.debug:
             raise
         return _failed(exc, f"error: {_one_line(exc)}", getattr(exc, "exit_code", EXIT_USER))
-    except KeyboardInterrupt:
-        _say(_aborted_message())
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated), outside training
+        _say(_aborted_message(exc))
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except MemoryError:  # sizes beyond what build.check_fits_in_memory could foresee
         if args.debug:
             raise
@@ -189,10 +198,16 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def run(args) -> int:
     """Resolve settings, build the run, train it and print what happened (see :mod:`nnx.build`)."""
+    with _sigterm_unwinds():
+        return _run(args)
+
+
+def _run(args) -> int:
     from . import build
 
+    _STATE["signal"] = None  # the first SIGINT or SIGTERM of the training loop
     flags = {s.name: getattr(args, s.name) for s in settings_mod.SETTINGS}
-    plan = build.plan(flags, args.config, args.resume)
+    plan = build.plan(flags, args.config, args.resume, force_resume=args.force_resume)
     _STATE["comm"] = plan.comm
     if plan.comm.rank != 0:  # rank 0 alone prints; the others report through it
         _STATE["silent"] = True
@@ -206,6 +221,8 @@ def run(args) -> int:
     except BaseException:
         out.discard_if_unused()  # a run that failed before writing leaves no empty directory
         raise
+    finally:
+        out.close()  # the directory's lock: another run may use it now
 
 
 def _train(args, plan, out) -> int:
@@ -231,9 +248,12 @@ def _train(args, plan, out) -> int:
     elapsed = time.perf_counter() - t0
     if trainer.interrupted_at is not None:
         build.save_interrupted(run_)  # by rank 0
-        _say(f"interrupted at epoch {trainer.interrupted_at['epoch'] + 1}, step {trainer.step}; "
-             f"checkpoint saved. Resume with:\n  {_resume_command(out.path)}")
-        return EXIT_INTERRUPTED
+        point = trainer.interrupted_at
+        where = ("; checkpoint saved after the epoch's last step" if point["batch"] == 0
+                 else "; checkpoint saved")
+        _say(f"interrupted at epoch {point['epoch'] + (1 if point['batch'] else 0)}, step "
+             f"{trainer.step}{where}. Resume with:\n  {_resume_command(out.path)}")
+        return EXIT_TERMINATED if _STATE.get("signal") == "SIGTERM" else EXIT_INTERRUPTED
     return _finish(run_, history, elapsed, args)
 
 
@@ -241,39 +261,63 @@ def _train(args, plan, out) -> int:
 _STATE: dict = {"out": None}
 
 
-def _aborted_message() -> str:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop, or a second one inside it: it unwinds the run like
+    Ctrl-C does (every ``except KeyboardInterrupt`` cleans up the same way); exit 143."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """SIGTERM raises :class:`Terminated` while the run is set up and finished (training
+    itself installs :func:`_install_interrupt`); the previous handler comes back after."""
+    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _aborted_message(exc=None) -> str:
+    by = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
     out = _STATE["out"]
     if out is not None and out.checkpoint.exists():
-        return (f"aborted by Ctrl-C without saving; {out.checkpoint} holds the last completed "
+        return (f"aborted by {by} without saving; {out.checkpoint} holds the last completed "
                 f"epoch. Resume with:\n  {_resume_command(out.path)}")
-    return "aborted by Ctrl-C before any checkpoint was written"
+    return f"aborted by {by} before any checkpoint was written"
 
 
 def _install_interrupt(trainer, terminate: bool = False):
-    """First Ctrl-C: finish the step, checkpoint, exit 130. A second one aborts. With
-    ``terminate`` (several processes: ``mpiexec`` passes SIGTERM on to every rank) SIGTERM
-    does what the first Ctrl-C does."""
-    if not hasattr(signal, "SIGINT"):
+    """The first Ctrl-C or SIGTERM (what ``timeout``, job schedulers, ``docker stop`` and
+    ``mpiexec`` send) asks the trainer to stop after its step; the run then saves a
+    checkpoint, prints the resume command and exits 130 (143 for SIGTERM). A second one
+    of either aborts without saving. Returns the function that puts the previous handlers
+    back. (``terminate`` is accepted for older callers: SIGTERM is always handled.)"""
+    signals = [getattr(signal, n) for n in ("SIGINT", "SIGTERM") if hasattr(signal, n)]
+    if not signals or threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = signal.getsignal(signal.SIGINT)
-    if terminate and hasattr(signal, "SIGTERM"):
-        before = signal.getsignal(signal.SIGTERM)
-        def terminate(signum, frame):
-            _say("\nterminated: finishing the current step, then saving a checkpoint")
-            trainer.request_interrupt()
 
-        signal.signal(signal.SIGTERM, terminate)
-        undo = _install_interrupt(trainer)
-        return lambda: (undo(), signal.signal(signal.SIGTERM, before))
+    def again(signum, frame):
+        raise Terminated if signum == getattr(signal, "SIGTERM", None) else KeyboardInterrupt
 
-    def handler(signum, frame):
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        _say("\ninterrupt: finishing the current step, then saving a checkpoint "
-             "(Ctrl-C again to abort without saving)")
+    def first(signum, frame):
+        name = signal.Signals(signum).name
+        _STATE["signal"] = name
+        for s in signals:
+            signal.signal(s, again)
+        how = "Ctrl-C" if name == "SIGINT" else "SIGTERM"
+        _say(f"\n{'interrupt' if name == 'SIGINT' else 'terminated'}: finishing the current "
+             f"step, then saving a checkpoint ({how} again to abort without saving)")
         trainer.request_interrupt()
 
-    signal.signal(signal.SIGINT, handler)
-    return lambda: signal.signal(signal.SIGINT, previous)
+    previous = {s: signal.signal(s, first) for s in signals}
+    return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
 
 def _resume_command(path) -> str:

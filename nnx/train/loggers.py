@@ -11,6 +11,8 @@ import os
 import sys
 import time
 
+from .. import atomic
+from ..arguments import whole_number
 from ..errors import ConfigError
 from .hooks import Callback
 
@@ -34,9 +36,8 @@ class ProgressBar(Callback):
 
     def __init__(self, refresh: float = 0.5, stream=None, width: int = 24, *,
                  every: int | None = None, quiet: bool = False) -> None:
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int)
-                                  or every < 1):
-            raise ConfigError(f"ProgressBar every must be a positive integer, got {every!r}")
+        if every is not None:
+            every = whole_number(every, "ProgressBar every")
         self.refresh, self.every, self.width = refresh, every, width
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
@@ -92,31 +93,27 @@ class _FileLogger(Callback):
 
     def on_train_begin(self, trainer):
         if not self.append:
-            if os.path.exists(self.path):
+            if os.path.lexists(self.path):  # a link is removed, never followed
                 os.remove(self.path)
             return
         epochs = trainer.history.history.get("epoch")
-        if epochs and os.path.exists(self.path):
+        # only a regular file of its own is appended to: not a link, not a hard link
+        if atomic.check_own_file(self.path) and epochs:
             self._trim(max(epochs))
 
     def _trim(self, last_epoch: int) -> None:
-        from ..checkpoint import atomic_write
-
         with open(self.path, encoding="utf-8") as f:
             lines = f.read().splitlines(keepends=True)
         kept = [line for line in lines if self._epoch_of(line) is None
                 or self._epoch_of(line) <= last_epoch]
         if len(kept) != len(lines):
-            atomic_write(self.path, "".join(kept).encode("utf-8"))
+            atomic.write_bytes(self.path, "".join(kept).encode("utf-8"))
 
     def _epoch_of(self, line: str) -> int | None:
         raise NotImplementedError
 
     def _write(self, text: str) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        atomic.append_text(self.path, text)  # flushed, fsync-ed; refuses links
 
 
 class CSVLogger(_FileLogger):

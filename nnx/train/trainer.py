@@ -25,10 +25,10 @@ import warnings
 from dataclasses import dataclass
 
 from .. import backends
+from ..arguments import check_fit_args, check_seed, float_dtype, whole_number
 from ..checkpoint import load_checkpoint
 from ..data.prepare import split_validation
 from ..distributed import DataParallel, connect, device_for_rank
-from ..errors import ConfigError
 from ..losses import get_loss
 from ..optim import Optimizer, get_optimizer
 from .batches import Batches, epoch_order, resolve_batch_size
@@ -39,22 +39,9 @@ from .inference import evaluate_device, outputs, predicted_labels
 from .loggers import verbose_callbacks
 from .metrics import MetricSums, labels_of
 from .nonfinite import NonFiniteMode, check_mode, nonfinite_mode
-from .state import load_trainer_state, trainer_state
+from .state import check_resume_state, load_trainer_state, trainer_state
 
 __all__ = ["Trainer"]
-
-
-def _check_fit_args(epochs, validation_data, validation_split) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
-    if validation_data is not None and validation_split:
-        raise ConfigError("give validation_data or validation_split, not both")
-    if (isinstance(validation_split, bool) or not isinstance(validation_split, (int, float))
-            or not 0.0 <= validation_split < 1.0):
-        raise ConfigError(f"validation_split must be in [0, 1), got {validation_split!r}")
-    if validation_data is not None and (not isinstance(validation_data, (tuple, list))
-                                        or len(validation_data) != 2):
-        raise ConfigError("validation_data must be a pair (x_val, y_val)")
 
 
 @dataclass
@@ -132,9 +119,7 @@ class Trainer:
             device = model.backend or "cpu"
         self.parallel = DataParallel(connect(distributed, device), sync_batchnorm=sync_batchnorm)
         self.backend = backends.get(device_for_rank(device, self.parallel.comm))
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"seed must be an integer, got {seed!r}")
-        self.seed = seed
+        self.seed, dtype = check_seed(seed), float_dtype(dtype)
         if model.backend is None:
             model.init(self.backend, self.backend.rng(self.seed), dtype)
         elif model.backend is not self.backend:
@@ -153,6 +138,7 @@ class Trainer:
         self.interrupted_at: dict | None = None  # set when request_interrupt() stopped a step
         self._interrupt = False
         self._resume_point: dict | None = None  # where the next epoch continues (a resume)
+        self._fit_data = self._fingerprint = None  # (x, y) of the last fit, its fingerprint
         self._run: _EpochRun | None = None  # the epoch in progress
         self.active_callbacks: list = []
         self.validation_data = None
@@ -164,7 +150,8 @@ class Trainer:
 
     def fit(self, x, y, epochs: int = 10, batch_size=128, *, validation_data=None,
             validation_split: float = 0.0, callbacks=(), shuffle: bool = True,
-            initial_epoch: int = 0, resume=None, verbose: int = 0) -> History:
+            initial_epoch: int = 0, resume=None, verbose: int = 0,
+            force_resume: bool = False) -> History:
         """Train until epoch ``epochs`` (counting from 0 or ``initial_epoch``); returns the History.
 
         ``x`` is ``(n, n_in)``; ``y`` is integer labels ``(n,)`` or one-hot
@@ -180,15 +167,18 @@ class Trainer:
         inside it) continue from it, so on a deterministic device the run ends
         exactly as an uninterrupted one. Each ``fit`` starts a new
         :class:`History` unless it resumes. ``verbose``: 1 a progress bar, 2 a line per epoch.
+        A state saved on other data (by its fingerprint) is refused unless ``force_resume``.
         """
-        _check_fit_args(epochs, validation_data, validation_split)
+        epochs = check_fit_args(epochs, validation_data, validation_split)
+        self._fit_data, self._fingerprint = (x, y), None
         data, val = self._upload(x, y, epochs, batch_size, validation_data, validation_split)
         self.parallel.check_data(self, self.x_train, self.y_train)
         self.active_callbacks = self.callbacks + list(callbacks) + verbose_callbacks(verbose)
         if resume is not None:  # a refused resume leaves the trainer as it was
             from_file = not isinstance(resume, dict)
             self.load_state_dict(load_checkpoint(resume) if from_file else resume,
-                                 source=resume if from_file else "the state to resume")
+                                 source=resume if from_file else "the state to resume",
+                                 force_resume=force_resume)
         else:
             self.history, self.completed_epochs = History(), initial_epoch
         if self.completed_epochs >= epochs and self._resume_point is None:
@@ -209,7 +199,10 @@ class Trainer:
                 self.completed_epochs = epoch + 1
                 for hook in hooks.on_epoch_end:
                     hook(self, epoch, logs)
-                if self.stop_training:
+                if self.parallel.stopping(self._interrupt) and not self.stop_training:  # last step
+                    self.interrupted_at = {"epoch": epoch + 1, "batch": 0, "seen": 0, "sums": {},
+                                           "epoch_rng": self.rng.bit_generator.state}
+                if self.stop_training or self.interrupted_at is not None:
                     break
         finally:
             self._run = None
@@ -236,7 +229,8 @@ class Trainer:
         """
         return trainer_state(self, self._resume_point)
 
-    def load_state_dict(self, state: dict, *, source="the state") -> None:
+    def load_state_dict(self, state: dict, *, source="the state",
+                        force_resume: bool = False) -> None:
         """Restore :meth:`state_dict` output (or :func:`nnx.load_checkpoint`'s).
 
         Everything is checked before anything changes; a state that does not
@@ -247,7 +241,7 @@ class Trainer:
         are known; the next epoch then continues where the state stopped.
         """
         self.parallel.check_resume(state, source)
-        meta = load_trainer_state(self, state, source)
+        meta = load_trainer_state(self, state, source, force_resume=force_resume)
         self.parallel.restore(self, meta)
         self.step, self.completed_epochs = int(meta["step"]), int(meta["epoch"])
         self.history = History(meta.get("history"))
@@ -256,6 +250,15 @@ class Trainer:
             "sums": {}, **point, "n_train": meta.get("n_train"),
             "batch_size": meta.get("batch_size")}
         self.interrupted_at = None
+
+    def check_state_dict(self, state: dict, *, source="the state", x=None, y=None,
+                         batch_size=128, validation_split: float = 0.0, callbacks=(),
+                         force_resume: bool = False) -> None:
+        """Raise the CheckpointError ``fit(x, y, ..., resume=state)`` would raise, changing
+        nothing (without ``x`` the data is not checked): :func:`~.state.check_resume_state`."""
+        check_resume_state(self, state, source, x=x, y=y, batch_size=batch_size,
+                           validation_split=validation_split, callbacks=callbacks,
+                           force_resume=force_resume)
 
     def _upload(self, x, y, epochs, batch_size, validation_data, validation_split):
         """Check the data, move it to the device once and size the epochs.
@@ -355,8 +358,6 @@ class Trainer:
         logs["lr"] = float(self.optimizer.lr)
         logs["time"] = time.perf_counter() - t0
         logs.update(run.nonfinite.logs())
-        if self.parallel.stopping(self._interrupt):  # the epoch's last step was interrupted
-            self.stop_training = True
         return logs
 
     def running_loss(self) -> float:
@@ -382,8 +383,7 @@ class Trainer:
 
         Runs in eval mode in batches of ``batch_size``; returns host floats.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = whole_number(batch_size, "batch_size")
         xd, yd = to_device_xy(self, x, y, "evaluation data")
         return self._evaluate_device(xd, yd, batch_size=batch_size)
 
