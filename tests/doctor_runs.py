@@ -34,13 +34,13 @@ def by_id(findings, finding_id):
 
 
 def train(model, x, y, *, optimizer="sgd", lr=0.1, epochs=10, batch_size=32,
-          loss="cross_entropy", validation_data=None, seed=0, every=10, schedule=None,
+          loss="cross_entropy", validation_data=None, seed=0, every=None, schedule=None,
           callbacks=(), verify_fixes=False):
     """Train with the doctor on; return its report (also after a non-finite stop)."""
     if model.backend is None:
         model.init("cpu", seed)
-    doctor = Doctor(data=(x, y), validation_data=validation_data, verbose=False, every=every,
-                    verify_fixes=verify_fixes)
+    doctor = Doctor(data=(x, y), validation_data=validation_data, verbose=False,
+                    verify_fixes=verify_fixes, **({} if every is None else {"every": every}))
     trainer = Trainer(model, loss=loss, optimizer=optimizer, lr=lr, schedule=schedule,
                       callbacks=[doctor, *callbacks])
     try:

@@ -2,15 +2,16 @@
 
 A finding has a stable ``id`` (see :data:`CATALOGUE`), a ``severity``
 (``info`` < ``warning`` < ``error``), the layers and steps where it was seen,
-the ``evidence`` (numbers), a plain-language ``cause`` and a concrete ``fix``.
+the ``evidence`` (numbers), a plain-language ``cause``, a concrete ``fix`` and
+that fix as settings (``action``), which verification applies to a copy.
 
 Severity rule: ``error`` means training cannot work as set up; ``warning``
 means a symptom *and* its cause were both seen; ``info`` means a cause was
-seen but training still made progress.
+seen but training still made progress, or a symptom another finding explains.
 
 The thresholds below are the doctor's whole judgement; each says why it has
-its value. Detectors live in :mod:`nnx.doctor.detectors` (during training) and
-:mod:`nnx.doctor.static` (before training).
+its value. Detectors live in :mod:`nnx.doctor.detectors` (during training),
+:mod:`nnx.doctor.static` and :mod:`nnx.doctor.model_checks` (before training).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from ..trace import Trace
 from .common import loss_summary, lr_action, lr_flag, smoothed_loss
 
 __all__ = ["detect_initial_loss", "detect_loss_curve", "detect_spikes", "detect_oscillation",
-           "detect_plateau", "loss_spikes", "spike_events"]
+           "detect_plateau", "loss_spikes", "find_spikes", "spike_events"]
 
 
 def detect_initial_loss(trace: Trace) -> list[Finding]:
@@ -67,7 +67,20 @@ def _recovered_by(trace: Trace, expected: float) -> int | None:
 
 # --- spikes -------------------------------------------------------------------------
 
+_last_spikes: dict = {}
+
+
 def loss_spikes(trace: Trace) -> np.ndarray:
+    """Indices into ``trace.loss`` of the spikes (see :func:`find_spikes`), remembered
+    for the last loss array seen: the detectors, the report and the figure all ask."""
+    key = (id(trace.loss), trace.loss.size, bool(trace.meta.get("full_batch")))
+    if key not in _last_spikes:
+        _last_spikes.clear()
+        _last_spikes[key] = (trace.loss, find_spikes(trace))  # the array keeps its id alive
+    return _last_spikes[key][1]
+
+
+def find_spikes(trace: Trace) -> np.ndarray:
     """Indices into ``trace.loss`` of the spikes.
 
     A spike is a step whose loss is ``SPIKE_FACTOR`` times the running median of

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import findings as T
 from ..findings import Finding
 from ..trace import Trace
@@ -95,27 +97,57 @@ def _over_threshold(trace: Trace, kind: str):
     return window, layers, _first_window_steps(trace, kind), max(f for _, f, _, _ in layers)
 
 
-def detect_dead(trace: Trace) -> list[Finding]:
+def _silent(trace: Trace):
+    """``(first step, last step, layers)`` of ReLU layers whose every output was exactly 0
+    at each of the last ``ZERO_GRADIENT_SAMPLES`` sampled steps (their mean and spread are
+    0): the whole layer is dead, however few rows a window holds."""
+    k = T.ZERO_GRADIENT_SAMPLES
+    if trace.sample_steps.size < k or not trace.act.size:
+        return None
+    tail = trace.act[-k:, :, 2:4]                       # (k, L, [a_mean, a_std])
+    layers = [(u, 1.0, u.n, u.n) for li, u in enumerate(trace.layers)
+              if u.can_die.all() and u.n and np.all(tail[:, li] == 0)]
+    if not layers:
+        return None
+    return int(trace.sample_steps[-k]), int(trace.sample_steps[-1]), layers
+
+
+def _dead_seen(trace: Trace):
+    """``(where, layers, first step per layer, worst fraction, rows)`` of dead units."""
     seen = _over_threshold(trace, "dead")
+    if seen is not None:
+        window, layers, first, worst = seen
+        return (f"never active over the last {window.rows} sampled examples (steps "
+                f"{window.first_step}-{window.last_step})", layers, first, worst,
+                window.rows, window.first_step)
+    silent = _silent(trace)
+    if silent is None:
+        return None
+    a, b, layers = silent
+    return (f"outputting exactly 0 for every sampled example at the last "
+            f"{T.ZERO_GRADIENT_SAMPLES} sampled steps ({a}-{b})", layers, {}, 1.0, 0, a)
+
+
+def detect_dead(trace: Trace) -> list[Finding]:
+    seen = _dead_seen(trace)
     if seen is None:
         return []
-    window, layers, first, worst = seen
+    where, layers, first, worst, rows, start = seen
     desc = "; ".join(f"{u.label}: {d} of {n} units ({100 * f:.0f}%)" for u, f, d, n in layers)
     return [Finding(
         "dead-relu",
         _unit_severity(worst, T.DEAD_FRACTION, T.DEAD_FRACTION_ERROR,
                        loss_summary(trace)["progress"]),
-        f"dead ReLU units, never active over the last {window.rows} sampled examples "
-        f"(steps {window.first_step}-{window.last_step}): {desc}",
+        f"dead ReLU units, {where}: {desc}",
         "A ReLU unit whose pre-activation is negative for every input outputs 0 and gets "
         "zero gradient, so it never recovers. Large updates (a high learning rate) or a "
         "large negative bias push units there.",
         f"Lower the learning rate ({lr_flag(trace, 0.1)}), use leaky ReLU "
         "(--activation leaky_relu) or ELU, and keep init='auto' (He).",
         layers=[u.owner for u, _, _, _ in layers],
-        steps=[first.get(u.name, window.first_step) for u, _, _, _ in layers],
+        steps=[first.get(u.name, start) for u, _, _, _ in layers],
         evidence={u.owner: {"dead_fraction": f, "dead_units": d, "units": n}
-                  for u, f, d, n in layers} | {"rows": window.rows},
+                  for u, f, d, n in layers} | {"rows": rows},
         action=lr_action(trace, 0.1))]
 
 
