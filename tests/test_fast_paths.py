@@ -66,13 +66,22 @@ OPTIMIZERS = {
 }
 
 
+#: the products of the dense layer, which may round differently (tested apart, below)
+PRODUCTS = ("linear", "addmm_")
+
+
+def _without_products(backend):
+    return dataclasses.replace(backend, fast=dataclasses.replace(
+        backend.fast, **{name: None for name in PRODUCTS}))
+
+
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
 def test_training_is_bitwise_equal_with_and_without_the_fast_path(pair, opt):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((96, 5)).astype(np.float32)
     y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
     weights, losses = [], []
-    for backend in pair:
+    for backend in (_without_products(pair[0]), pair[1]):
         tr = nnx.Trainer(nnx.mlp([5, 16, 3]), "cross_entropy", OPTIMIZERS[opt](),
                          device=backend)
         losses.append(tr.fit(x, y, epochs=3, batch_size=16)["loss"])
@@ -285,3 +294,40 @@ def test_fused_kernels_are_used_once_a_step():
             x, y, epochs=1, batch_size=16)
         assert backend.counts.by_name.get(kernel) == 4, backend.counts.by_name
         assert backend.counts.by_name.get("relu_backward") == 4 * 2, backend.counts.by_name
+
+
+# --- the dense layer's one-call products (torch addmm) ----------------------------------
+
+@pytest.mark.parametrize("device", NS_DEVICES)
+def test_dense_products_equal_the_standard_ones_within_rounding(device):
+    backend = get_backend_or_skip(device)
+    if backend.fast.linear is None and backend.fast.addmm_ is None:
+        pytest.skip(f"{backend.label} has no one-call products")
+    standard = _without_products(backend)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((128, 40)).astype(np.float32)
+    dy = rng.standard_normal((128, 24)).astype(np.float32)
+    bias = rng.standard_normal(24)
+    results = []
+    for b in (backend, standard):
+        layer = nnx.Dense(40, 24)
+        layer.init(b, np.random.default_rng(0))
+        layer.params["b"][...] = b.asarray(bias, "float32")
+        xd = b.asarray(x, "float32")
+        y, back = layer.forward(xd, train=True)
+        for _ in range(2):  # the second adds into the first
+            dx = back(b.asarray(dy, "float32"))
+        results.append([b.to_numpy(a) for a in (y, dx, layer.grads["w"], layer.grads["b"])])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # the first step of a run with the products trains like one without, within rounding
+    xs = rng.standard_normal((64, 5)).astype(np.float32)
+    ys = (xs[:, 0] > 0).astype(np.int64)
+    weights = []
+    for b in (backend, standard):
+        tr = nnx.Trainer(nnx.mlp([5, 16, 2]), "cross_entropy", nnx.SGD(0.1, momentum=0.9),
+                         device=b)
+        tr.fit(xs, ys, epochs=2, batch_size=16)
+        weights.append(tr.model.get_weights())
+    for k, v in weights[0].items():
+        np.testing.assert_allclose(v, weights[1][k], rtol=1e-4, atol=1e-5, err_msg=k)

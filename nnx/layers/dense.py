@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
-
 from ..arguments import whole_number
+from ..backends import array_namespace
 from ..initializers import get_initializer
+from ..inplace import writeable
 from .base import Layer, check_input
 
 
@@ -44,13 +44,21 @@ class Dense(Layer):
         check_input(self, x)
         xp = array_namespace(x)
         w = self.params["w"]
-        y = xp.matmul(x, w)
-        if self.bias:
-            y = y + self.params["b"]
+        # the backend's one-call products (torch addmm), for arrays of that backend only
+        fast = self.backend.fast if xp is getattr(self.backend, "xp", None) else None
+        if self.bias and fast is not None and fast.linear is not None:
+            y = fast.linear(x, w, self.params["b"])
+        else:
+            y = xp.matmul(x, w)
+            if self.bias:
+                y = y + self.params["b"]
 
         def backward(dy, need_dx=True):
             # dL/dw = x^T dy (summed over the batch), dL/db = sum_batch dy, dL/dx = dy w^T
-            self.grads["w"] += xp.matmul(x.mT, dy)
+            if fast is not None and fast.addmm_ is not None and writeable(self.grads["w"]):
+                fast.addmm_(self.grads["w"], x.mT, dy)  # added in place, no temporary
+            else:
+                self.grads["w"] += xp.matmul(x.mT, dy)
             if self.bias:
                 self.grads["b"] += xp.sum(dy, axis=0)
             return xp.matmul(dy, w.mT) if need_dx else None

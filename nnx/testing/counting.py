@@ -144,13 +144,15 @@ CountingArray.__hash__ = None
 class CountingNamespace:
     """Wraps a namespace (``xp``, or a backend's fast-path table): each call is one op."""
 
-    def __init__(self, xp, counts: Counts, array_types: tuple) -> None:
+    def __init__(self, xp, counts: Counts, array_types: tuple, arrays_of=None) -> None:
         self._xp, self.counts, self._types = xp, counts, array_types
         self.__name__ = getattr(xp, "__name__", type(xp).__name__)
+        # the namespace the results belong to: a fast-path table's results are the xp's arrays
+        self._owner = arrays_of if arrays_of is not None else self
 
     def _wrap(self, r):
         if isinstance(r, self._types):
-            return CountingArray(r, self)
+            return CountingArray(r, self._owner)
         if type(r) in (list, tuple):
             return type(r)(self._wrap(i) for i in r)
         return r
@@ -213,7 +215,7 @@ def counting_backend(backend):
         backend, label=f"{backend.label}+counting", xp=ns, _to_numpy=to_numpy,
         _device_rng=lambda seed: _CountingRng(backend.device_rng(seed), ns))
     if fast is not None:
-        wrapped.fast = CountingNamespace(fast, counts, types)
+        wrapped.fast = CountingNamespace(fast, counts, types, arrays_of=ns)
     wrapped.counts = counts
     return wrapped
 
