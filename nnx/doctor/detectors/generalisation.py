@@ -162,8 +162,9 @@ def _regression_baseline(trace: Trace, found) -> list[Finding]:
                  "network starts near 0 and needs huge weights to reach them, so the first "
                  "steps are dominated by the output bias and a learning rate that suits the "
                  "hidden layers is far too small or far too large for it.")
-        fix = ("Standardise the targets with training-set statistics: m, s = y_train.mean(0), "
-               "y_train.std(0); train on (y - m) / s and predict model_output * s + m.")
+        fix = ("Standardise the targets with training-set statistics (--standardize does it "
+               "for the inputs and a regression target; in Python: m, s = y_train.mean(0), "
+               "y_train.std(0); train on (y - m) / s and predict model_output * s + m).")
     else:
         cause = ("See " + ", ".join(causes) + " for why." if causes else
                  "No other finding explains it: check that the targets belong to the inputs "
