@@ -53,6 +53,7 @@ class Backend:
     _to_numpy: Callable[[Any], np.ndarray] = field(default=np.asarray, repr=False)
     _sync: Callable[[], None] = field(default=lambda: None, repr=False)
     _device_rng: Callable[[int], Any] | None = field(default=None, repr=False)
+    _blas_threads: Callable[[int], Callable[[], None]] | None = field(default=None, repr=False)
     details: str = ""
 
     def dtype(self, name: str = "float32"):
@@ -101,6 +102,16 @@ class Backend:
             return self._device_rng(seed)
         return HostUploadRng(self, seed)
 
+    def limit_blas_threads(self, threads: int) -> Callable[[], None]:
+        """Run the library's BLAS on at most ``threads`` threads; returns the function that
+        restores the previous count. Nothing changes (the function does nothing) where
+        nnx does not steer the BLAS (torch, CuPy, strict), when threadpoolctl is not
+        installed, or when the environment chose a count (``OMP_NUM_THREADS``,
+        ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``)."""
+        if self._blas_threads is None:
+            return _nothing
+        return self._blas_threads(threads)
+
     def synchronize(self) -> None:
         """Wait until queued device work has finished (for timing)."""
         self._sync()
@@ -111,6 +122,10 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"Backend({self.label!r})"
+
+
+def _nothing() -> None:
+    return None
 
 
 class HostUploadRng:

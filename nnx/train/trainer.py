@@ -40,6 +40,7 @@ from .loggers import verbose_callbacks
 from .metrics import MetricSums, labels_of
 from .nonfinite import NonFiniteMode, check_mode, nonfinite_mode
 from .state import check_resume_state, load_trainer_state, trainer_state
+from .threads import one_thread_for_small_products
 
 __all__ = ["Trainer"]
 
@@ -190,6 +191,8 @@ class Trainer:
         hooks = Hooks(self.parallel.local_callbacks(self.active_callbacks))
         for hook in hooks.on_train_begin:
             hook(self)
+        restore_threads = one_thread_for_small_products(self.model, self.backend,
+                                                        self.batch_size)
         try:
             for epoch in range(self.completed_epochs, epochs):
                 logs = self._epoch(epoch, data, val, hooks, shuffle)
@@ -205,6 +208,7 @@ class Trainer:
                 if self.stop_training or self.interrupted_at is not None:
                     break
         finally:
+            restore_threads()
             self._run = None
             for hook in hooks.on_train_end:
                 hook(self)
