@@ -211,7 +211,8 @@ def count_classes(labels: np.ndarray, path: str) -> int:
         shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
         warnings.warn(f"{path}: labels go up to {n_classes - 1} but classes {shown} have no "
                       f"examples; the model gets {n_classes} outputs. Renumber the labels "
-                      "0..C-1 if that is not intended", stacklevel=3)
+                      "0..C-1 if that is not intended, or if these numbers are regression "
+                      "targets pass --task regression (task='regression')", stacklevel=3)
     return n_classes
 
 
