@@ -107,8 +107,14 @@ def _number(text, kind, name):
 def main(argv=None) -> int:
     """Entry point: parse, run, and turn every failure into one line and an exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in COMMANDS:
-        return command_main(argv)
+    from .commands import COMMANDS
+
+    if argv and argv[0] in COMMANDS:  # nnx predict|evaluate|summary|export: nnx.cli_commands
+        from .cli_commands import command_main
+
+        _STATE.update(out=None, comm=None, silent=False)
+        return command_main(argv, say=_say, usage_error=_usage_error,
+                            warning=_one_line_warning)
     parser = build_parser()
     parser.error = lambda message: _usage_error(parser, message)  # type: ignore[method-assign]
     args = parser.parse_args(argv)
@@ -348,94 +354,4 @@ def _finish(run_, history, elapsed, args) -> int:
              f"{summary['best_epoch']} of {summary['epochs_run']}, {metric.replace('_', ' ')} "
              f"{summary[metric]:.4f}, test loss {summary['test_loss']:.4f}")
         _say(f"run directory: {run_.out.path}")
-    return 0
-
-
-# --- the commands beside training ------------------------------------------------
-
-#: ``nnx <command> ...`` runs one of these on a saved model; anything else trains
-COMMANDS = ("predict", "evaluate", "summary", "export")
-
-
-def command_parser() -> argparse.ArgumentParser:
-    """The parser of ``nnx predict|evaluate|summary|export``."""
-    from .commands import DATA_HELP, FORMATS, HELP, MODEL_HELP, SPLITS
-
-    parser = argparse.ArgumentParser(prog="nnx", allow_abbrev=False,
-                                     description="Use a saved model (bare nnx trains one).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        p = sub.add_parser(name, help=HELP[name], description=HELP[name], allow_abbrev=False)
-        p.error = lambda message, p=p: _usage_error(p, message)  # type: ignore[method-assign]
-        p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
-        if name in ("predict", "evaluate"):
-            p.add_argument("data", metavar="DATA", help=DATA_HELP)
-            p.add_argument("--split", choices=SPLITS, default="auto",
-                           help="auto: DATA's test set when it has one, else every row "
-                           "(default: auto)")
-            p.add_argument("--device", default="cpu", help="device to run on (default: cpu)")
-            p.add_argument("--data-dir", default=None, help="where MNIST files are cached")
-            p.add_argument("--batch-size", type=int, default=4096,
-                           help="examples per forward pass (default: 4096)")
-        if name == "predict":
-            p.add_argument("--out", "-o", default=None, metavar="CSV",
-                           help="write the predictions to this file (default: standard output)")
-        if name == "export":
-            p.add_argument("--format", required=True, choices=FORMATS)
-            p.add_argument("--out", "-o", required=True, metavar="FILE")
-            p.add_argument("--head", choices=("none", "softmax", "sigmoid"), default="none",
-                           help="ONNX: end the graph with softmax or sigmoid (default: none, "
-                           "logits as nnx gives them)")
-        p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    parser.error = lambda message: _usage_error(parser, message)  # type: ignore[method-assign]
-    return parser
-
-
-def command_main(argv) -> int:
-    """``nnx predict|evaluate|summary|export``: results on stdout, messages on stderr; a user
-    mistake is one line and exit status 2, a bug exit status 1."""
-    parser = command_parser()
-    parser.prog = f"nnx {argv[0]}"  # its errors are about that command's arguments
-    args = parser.parse_args(argv)
-    _STATE.update(out=None, comm=None, silent=False)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.showwarning = _one_line_warning
-            return _command(args)
-    except USER_ERRORS as exc:
-        if args.debug:
-            raise
-        _say(f"error: {_one_line(exc)}")
-        return getattr(exc, "exit_code", EXIT_USER)
-    except KeyboardInterrupt:
-        _say("aborted by Ctrl-C")
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # a bug: say so, briefly
-        if args.debug:
-            raise
-        _say(f"internal error: {type(exc).__name__}: {_one_line(exc)} -- this is a bug in nnx; "
-             "rerun with --debug for the traceback and report it")
-        return EXIT_BUG
-
-
-def _command(args) -> int:
-    from . import commands
-
-    if args.command == "summary":
-        print("\n".join(commands.summary(args.model)))
-    elif args.command == "export":
-        _say(commands.export(args.model, args.format, args.out,
-                             head=None if args.head == "none" else args.head))
-    else:
-        where = dict(device=args.device, split=args.split, data_dir=args.data_dir,
-                     batch_size=args.batch_size)
-        if args.command == "evaluate":
-            print("\n".join(commands.evaluate(args.model, args.data, **where)))
-        else:
-            table, message = commands.predict(args.model, args.data, out=args.out, **where)
-            if table is not None:
-                sys.stdout.write(table)
-            _say(message)
-    sys.stdout.flush()
     return 0

@@ -1,14 +1,15 @@
 """The commands beside training: predict, evaluate, summary and export of a saved model.
 
 ``nnx predict MODEL DATA``, ``nnx evaluate MODEL DATA``, ``nnx summary MODEL`` and
-``nnx export MODEL --format onnx|safetensors -o FILE`` are parsed by :mod:`nnx.cli`
-and run here. MODEL is a run's ``model.npz`` or ``checkpoint.npz`` (or a
-``.safetensors`` export); it carries its preprocessing, so DATA is raw: a
-``.npz`` (``x``, optional ``y``, ``x_test``/``y_test``), ``.npy`` (``x``),
-``.csv`` (features, with or without the label column), ``.h5``, a folder of
-IDX files, or a built-in dataset name. Of DATA the test set is used when it
-has one (the stored test arrays, the test IDX files, or a built-in dataset's
-test split with the run's seed), else every row; ``split`` chooses.
+``nnx export MODEL --format onnx|safetensors -o FILE`` are parsed by
+:mod:`nnx.cli_commands` and run here. MODEL is a run's ``model.npz`` or
+``checkpoint.npz`` (or a ``.safetensors`` export); it carries its
+preprocessing, so DATA is raw: a ``.npz`` (``x``, optional ``y``,
+``x_test``/``y_test``), ``.npy`` (``x``), ``.csv`` (features, with or without
+the label column), ``.h5``, a folder of IDX files, or a built-in dataset
+name. Of DATA the test set is used when it has one (the stored test arrays,
+the test IDX files, or a built-in dataset's test split with the run's seed),
+else every row; ``split`` chooses.
 
 Nothing here parses arguments or prints: each command returns its text.
 Every user mistake is an :mod:`nnx.errors` exception; files are written
@@ -27,8 +28,10 @@ import numpy as np
 from .errors import CheckpointError, ConfigError, DataError
 
 __all__ = ["Inputs", "open_model", "read_inputs", "predict", "evaluate", "summary", "export",
-           "SPLITS", "FORMATS"]
+           "COMMANDS", "SPLITS", "FORMATS"]
 
+#: ``nnx <command> ...`` runs one of these on a saved model; anything else trains
+COMMANDS = ("predict", "evaluate", "summary", "export")
 SPLITS = ("auto", "test", "train")
 FORMATS = ("onnx", "safetensors")
 #: what each command does, and its arguments (the command line's help)

@@ -179,7 +179,7 @@ LAYERS = (
     ("settings", ("nnx.config", "nnx.settings", "nnx.settings.*", "nnx.settings_names")),
     # commands: predict, evaluate, summary and export of a saved model, beside build
     ("build", ("nnx.build", "nnx.build.*", "nnx.commands", "nnx.resume")),
-    ("cli", ("nnx.cli", "nnx.__main__")),
+    ("cli", ("nnx.cli", "nnx.cli_commands", "nnx.__main__")),
 )
 
 #: TEMPORARY exceptions, each to be removed by the change that removes the import:
