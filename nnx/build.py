@@ -19,7 +19,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import settings as settings_mod
@@ -169,12 +169,56 @@ def build_model(settings: dict, ds) -> tuple[object, object]:
     from .models import mlp
 
     loss, n_out = loss_and_outputs(settings, ds)
+    if settings["arch"] != "mlp" or settings["layers"] is not None:
+        return build_stack(settings, ds, n_out), loss
     sizes = [ds.n_features, *settings_mod.hidden_sizes(settings["hidden"]), n_out]
     check_fits_in_memory(sizes, settings, ds.x_train.shape[0])
     model = mlp(sizes, activation=settings["activation"], init=settings["init"],
                 dropout=settings["dropout"], batchnorm=settings["batchnorm"])
     return model, loss
 
+
+
+def build_stack(settings: dict, ds, n_out: int):
+    """``--layers`` (any stack) or ``--arch cnn`` (the classic CNN) for one example of ``ds``:
+    images ``(height, width, channels)`` (``(h, w)`` images have one channel), else
+    ``(features,)``; checked against the memory (:func:`check_batch_fits`)."""
+    from .models import cnn, from_spec
+
+    shape = tuple(ds.meta.get("image_shape") or (ds.n_features,))
+    shape = (*shape, 1) if len(shape) == 2 else shape
+    if settings["layers"] is not None:
+        model = from_spec(settings["layers"], shape, n_out, init=settings["init"])
+    elif len(shape) != 3:
+        raise ConfigError(f"--arch cnn needs images, but dataset {ds.name} has {shape[0]} "
+                          "features per example and no image shape; use --arch mlp, or images "
+                          "(n, h, w) or (n, h, w, c) in a .npz file")
+    else:
+        model = cnn(shape, n_out, dropout=settings["dropout"], batchnorm=settings["batchnorm"],
+                    init=settings["init"])
+    check_batch_fits(model, settings, ds.x_train.shape[0])
+    return model
+
+
+def check_batch_fits(model, settings: dict, n_train: int, limit: int | None = None) -> None:
+    """Refuse a batch size whose training step of ``model`` (with an ``input_shape``) would
+    not fit in ``limit`` bytes (the machine's memory by default); the im2col buffers of the
+    convolutions are the peak of a step (:func:`nnx.models.step_bytes`)."""
+    from .model_file import memory_bytes
+    from .models import step_bytes
+
+    limit = memory_bytes() if limit is None else limit
+    size = 8 if settings["dtype"] == "float64" else 4
+    batch = n_train if settings["batch_size"] == "full" else min(settings["batch_size"], n_train)
+    need, cols, where = step_bytes(model, batch, size)
+    if limit is None or need <= limit:
+        return
+    fixed = step_bytes(model, 0, size)[0]
+    fits = int((limit - fixed) // ((need - fixed) / batch)) if limit > fixed else 0
+    of = f" ({cols / 2**30:,.1f} GiB of it the im2col buffers of {where})" if cols else ""
+    raise ConfigError(f"--batch-size {settings['batch_size']} needs about {need / 2**30:,.1f} "
+                      f"GiB per training step{of} but this machine has {limit / 2**30:,.1f} GiB; "
+                      + (f"use --batch-size {fits} or smaller" if fits else "use a smaller model"))
 
 
 def check_fits_in_memory(sizes, settings: dict, n_train: int, limit: int | None = None) -> None:
@@ -266,6 +310,9 @@ def prepare(p: Plan, out, *, quiet: bool = False, say=None) -> Run:
     model, loss = build_model(s, ds)  # it carries its preprocessing; ds: what the model sees
     model, ds = with_run_preprocessing(model, loss, ds, standardize=s["standardize"],
                                        trained_on={"dataset": s["dataset"], "seed": s["seed"]})
+    if len(model.input_shape or ()) == 3:  # a network of images: they keep their shape
+        ds = replace(ds, x_train=ds.x_train.reshape(-1, *model.input_shape),
+                     x_test=ds.x_test.reshape(-1, *model.input_shape))
     x_train, x_test = ds.x_train, ds.x_test
     resume = p.checkpoint is not None
     trainer, callbacks = build_trainer(s, model, loss, p.backend, out, ds, resume=resume,

@@ -3,6 +3,7 @@ classic small convolutional network) and ``from_spec`` (any stack from a short s
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from .activations import get_activation
@@ -232,3 +233,34 @@ def from_spec(spec: str, input_shape, n_out: int, init: str = "auto") -> Sequent
         raise ConfigError(f"--layers ends with images of shape {shape}; end it with flatten "
                           "(or gap) so the output layer gets rows")
     return _with_head(layers, input_shape, n_out, init=init)
+
+
+def step_bytes(model: Sequential, batch: int, itemsize: int = 4) -> tuple[int, int, str]:
+    """About how many bytes one training step of ``model`` takes on ``batch`` examples.
+
+    ``model`` has an ``input_shape``. Counted: the parameters four times (weights,
+    gradients, two optimizer moments) and, per example, every layer's output and its
+    gradient, each convolution's im2col columns (kept for the backward pass, and their
+    gradient while it runs) and padded input. Returns ``(total, largest buffer, the layer
+    that holds it)``: the columns of a convolution are usually the peak of a step.
+    """
+    from .layers.images import infer_shapes, padding_for
+
+    shapes = infer_shapes(model.layers, model.input_shape)
+    ins = [tuple(model.input_shape), *shapes[:-1]]
+    params, per_example, big = 0, 0, (0, model.layers[0].name)
+    for layer, shape_in, shape_out in zip(model.layers, ins, shapes):
+        out = math.prod(shape_out)
+        per_example += 2 * out
+        if isinstance(layer, Conv2D):
+            k, (h, w, c) = layer.kernel_size, shape_in
+            cols = shape_out[0] * shape_out[1] * k * k * c
+            pads = [sum(padding_for(layer.padding, n, k, layer.stride)) for n in (h, w)]
+            per_example += 2 * cols + (h + pads[0]) * (w + pads[1]) * c
+            params += k * k * c * layer.filters + layer.filters
+            big = max(big, (cols * batch * itemsize, layer.name))
+        elif isinstance(layer, Dense):
+            params += (layer.n_in + 1) * layer.n_out
+        elif isinstance(layer, BatchNorm):
+            params += 2 * layer.n_in
+    return (4 * params + batch * per_example) * itemsize, big[0], big[1]

@@ -44,6 +44,18 @@ def resume_source(path) -> tuple[dict, str]:
     return previous, ckpt
 
 
+def _check_images(arch: dict, model, ds, path) -> None:
+    """A model of images and its checkpoint take examples of the same shape (their first
+    dense layer's n_in does not say it)."""
+    saved = tuple(arch.get("input_shape") or ())
+    mine = tuple(getattr(model, "input_shape", None) or ())
+    if 3 in (len(saved), len(mine)) and saved != mine:
+        raise CheckpointError(
+            f"{path} was saved from a different model: it takes examples of shape "
+            f"{saved or 'rows'} but dataset {ds.name} gives {mine or (model.n_in,)}; resume "
+            "with the data and --arch it was trained with, or start a new run with another --out")
+
+
 def check_resumable(path, model, ds, epochs: int, run_path, ranks: int = 1) -> None:
     """Refuse a damaged checkpoint, or one of another architecture, before the run
     directory's config.json is rewritten: a mistaken --resume must leave the run resumable.
@@ -56,7 +68,8 @@ def check_resumable(path, model, ds, epochs: int, run_path, ranks: int = 1) -> N
                                                                   dict) else []
     dense = [la.get("config", {}) for la in layers
              if isinstance(la, dict) and la.get("type") == "Dense"]
-    if dense and "n_in" in dense[0] and dense[0]["n_in"] != model.n_in:
+    _check_images(meta["architecture"] if layers else {}, model, ds, path)
+    if dense and model.n_in is not None and dense[0].get("n_in", model.n_in) != model.n_in:
         n = dense[0]["n_in"]
         raise CheckpointError(
             f"{path} was saved from a different model: it takes {n} input features "

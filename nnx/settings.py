@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .models import SPEC_HELP
 from .settings_names import NAME_CHECKS as _NAME_CHECKS
 
 try:  # Python 3.11+
@@ -121,6 +122,12 @@ SETTINGS = [
             _UNIT),
     Setting("batchnorm", bool, False, "batch normalisation before each hidden activation",
             "model"),
+    Setting("arch", str, "mlp", "mlp: the multilayer perceptron of --hidden; cnn: the classic "
+            "CNN for images (conv 32 3x3, max-pool 2, conv 64 3x3, max-pool 2, dense 128, "
+            "dropout 0.25 unless --dropout, --batchnorm after each conv)", "model",
+            (lambda v: v in ("mlp", "cnn"), "mlp or cnn")),
+    Setting("layers", (str, type(None)), None, "any stack instead of --arch (and of --hidden, "
+            "--activation, --dropout, --batchnorm): " + SPEC_HELP, "model"),
     Setting("loss", (str, type(None)), None, "cross_entropy, bce or mse; None: "
             "cross_entropy for class labels, mse for regression targets", "model"),
     Setting("optimizer", str, "adam", "sgd, momentum, nesterov, rmsprop, adam, adamw"),
@@ -314,7 +321,32 @@ def resolve(flags: dict, config_path=None, previous: dict | None = None) -> dict
     values = validate({k: v["value"] for k, v in resolved.items()}, where)
     for k, v in values.items():
         resolved[k]["value"] = v
+    _architecture(resolved)
     return resolved
+
+
+#: the settings an architecture replaces, so that giving one with it is a mistake
+_MLP_ONLY = {"cnn": ("hidden", "activation"),
+             "layers": ("hidden", "activation", "dropout", "batchnorm")}
+
+
+def _architecture(resolved: dict) -> None:
+    """``--arch cnn`` and ``--layers`` build their own stacks: an MLP flag given with them
+    (as a flag or in a config file) is an error; the classic CNN's dropout is 0.25 unless
+    one was given."""
+    given = {k for k, v in resolved.items() if v["source"] in ("flag", "config file")}
+    arch, layers = resolved["arch"]["value"], resolved["layers"]["value"]
+    if layers is not None and arch == "cnn":
+        raise ConfigError("give --arch cnn or --layers, not both: --layers builds its own stack")
+    which = "layers" if layers is not None else arch
+    for name in _MLP_ONLY.get(which, ()):
+        if name in given:
+            raise ConfigError(f"--{name} applies to --arch mlp only; " + (
+                "--layers describes the whole stack" if which == "layers" else
+                "--arch cnn builds the classic CNN (describe another stack with --layers)"))
+    if which == "cnn" and "dropout" not in given and resolved["dropout"]["source"] != \
+            "resumed run":
+        resolved["dropout"] = {"value": 0.25, "source": "arch cnn"}
 
 
 def validate(values: dict, where: dict | str | None = None) -> dict:
