@@ -94,3 +94,15 @@ def test_a_cnn_run_resumes_and_refuses_another_architecture(tmp_path):
     assert _summary(run)["epochs_run"] == 2
     r = train(["--resume", str(run), "--epochs", "3", "--arch", "mlp"], tmp_path)
     error_line(r, ["different model", "(8, 8, 1)"])
+
+
+@pytest.mark.parametrize("image, shape", [((28, 28), (28, 28, 1)), ((8, 8), (8, 8, 1)),
+                                          ((6, 5, 3), (6, 5, 3))])
+def test_a_datasets_image_shape_is_the_cnns_input_shape(image, shape):
+    from nnx.data import Dataset
+
+    n = int(np.prod(shape))
+    ds = Dataset(np.zeros((20, n), np.float32), np.arange(20) % 2, np.zeros((4, n), np.float32),
+                 np.arange(4) % 2, "images", 2, meta={"image_shape": image})
+    model, _ = build.build_model(settings_mod.validate({"arch": "cnn", "dropout": 0.25}), ds)
+    assert model.input_shape == shape and model.layers[0].in_channels == shape[2]
