@@ -171,20 +171,3 @@ def images_in(name: str, shape: tuple) -> tuple[int, int, int]:
         raise ConfigError(f"layer {name!r} expects images (height, width, channels) but "
                           f"the layer before it gives shape {tuple(shape)}")
     return shape
-
-
-def check_data_shape(model, shape, where: str) -> None:
-    """``x`` of ``shape`` fits ``model``: ``(n, features)``, or images ``(n, height, width,
-    channels)`` for a model built with that ``input_shape``; else a DataError naming the
-    expected shape."""
-    image = getattr(model, "input_shape", None)
-    shape = tuple(shape)
-    if image is not None and len(image) == 3:
-        if len(shape) != 4 or shape[1:] != tuple(image):
-            h, w, c = image
-            raise DataError(f"{where}: x has shape {shape} but the model takes images "
-                            f"(n, {h}, {w}, {c}), as (examples, height, width, channels)")
-    elif len(shape) != 2:
-        raise DataError(f"{where}: x must be 2-D (examples, features), got shape {shape}; "
-                        "flatten images with x.reshape(len(x), -1), or build the model with "
-                        "input_shape=(height, width, channels)")

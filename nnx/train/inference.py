@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
-from ..data.checks import to_host
+from ..data.checks import check_x_shape, to_host
 from ..errors import DataError
-from ..layers.images import check_data_shape
 from .batches import Batches
+from .device_data import model_input_shape
 from .metrics import MetricSums, labels_of
 
 __all__ = ["device_inputs", "outputs", "evaluate_device", "predicted_labels"]
@@ -25,7 +25,7 @@ def device_inputs(model, x):
     backend = model.backend
     try:
         if array_namespace(x) is backend.xp and backend.name != "numpy":
-            check_data_shape(model, tuple(x.shape), "x")
+            check_x_shape(tuple(x.shape), "x", model_input_shape(model))
             return x
     except TypeError:
         pass
@@ -33,7 +33,7 @@ def device_inputs(model, x):
     if host.dtype.kind not in "biuf":
         raise DataError(f"x must be numeric, got dtype {host.dtype}; convert it with "
                         "x.astype('float32')")
-    check_data_shape(model, host.shape, "x")
+    check_x_shape(host.shape, "x", model_input_shape(model))
     if host.shape[0] == 0:
         raise DataError("x is empty: it has 0 rows, so there is nothing to predict")
     return backend.asarray(host, model.dtype)
