@@ -254,11 +254,9 @@ def _train(args, plan, out) -> int:
     elapsed = time.perf_counter() - t0
     if trainer.interrupted_at is not None:
         build.save_interrupted(run_)  # by rank 0
-        point = trainer.interrupted_at
-        where = ("; checkpoint saved after the epoch's last step" if point["batch"] == 0
-                 else "; checkpoint saved")
+        point = trainer.interrupted_at  # batch 0: on an epoch's last step, that epoch's number
         _say(f"interrupted at epoch {point['epoch'] + (1 if point['batch'] else 0)}, step "
-             f"{trainer.step}{where}. Resume with:\n  {_resume_command(out.path)}")
+             f"{trainer.step}; checkpoint saved. Resume with:\n  {_resume_command(out.path)}")
         return EXIT_TERMINATED if _STATE.get("signal") == "SIGTERM" else EXIT_INTERRUPTED
     return _finish(run_, history, elapsed, args)
 

@@ -31,6 +31,11 @@ def resume_source(path) -> tuple[dict, str]:
         raise ConfigError(f"nothing to resume at {path}: no checkpoint.npz there; pass a run "
                           "directory written by nnx or its checkpoint.npz")
     config_file = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "config.json")
+    for own in (ckpt, config_file):  # read only the run's own files, as they are written
+        if os.path.islink(own):
+            raise ConfigError(f"{own} is a symbolic link (to {os.readlink(own)}); a run "
+                              "directory holds its own files, so nnx will not read or write "
+                              "through it: remove the link, or resume another run")
     previous = {}
     if os.path.exists(config_file):
         try:

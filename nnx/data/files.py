@@ -116,11 +116,28 @@ def _read_npz(path: str, need_y: bool = True):
     return arrays["x"], arrays.get("y"), test
 
 
+#: byte-order marks (Excel and Notepad write them): the encoding they announce
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def _encoding(path: str) -> str:
+    """The text encoding of a CSV file: the one its byte-order mark names, else UTF-8
+    (``utf-8-sig``: a UTF-8 mark is dropped, never read as part of the first value)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            start = f.read(4)
+    except (OSError, EOFError):
+        return "utf-8-sig"  # the reader reports the problem
+    return next((name for bom, name in _BOMS if start.startswith(bom)), "utf-8-sig")
+
+
 def _csv_header(path: str) -> list[str] | None:
     """The header's lower-case names, or None. The first row is a header when one of its
     values is not a number where the second row's is (a text label column is not one)."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with opener(path, "rt", encoding=_encoding(path)) as f:
         first, second = f.readline(), f.readline()
     cells = [c.strip().strip('"') for c in first.split(",")]
     below = [c.strip().strip('"') for c in second.split(",")] if second.strip() else None
@@ -159,11 +176,11 @@ def _csv_table(path: str) -> tuple[list[str] | None, np.ndarray]:
         skip = 0 if header is None else 1
         try:
             return header, np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2,
-                                      dtype=np.float64, encoding="utf-8")
+                                      dtype=np.float64, encoding=_encoding(path))
         except ValueError:  # text somewhere: a label column of names, or a bad value
             return header, np.char.strip(np.char.strip(np.loadtxt(
                 path, delimiter=",", skiprows=skip, ndmin=2, dtype=str,
-                encoding="utf-8")), '"')
+                encoding=_encoding(path))), '"')
     except (ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} is not a numeric CSV file ({exc}); every row needs the same "
                         "number of comma-separated numbers, the label last") from None

@@ -110,8 +110,13 @@ class Sequential(Layer):
         if isinstance(rng, numbers.Integral) or rng is None:
             rng = backend.rng(None if rng is None else check_seed(rng))
         self.backend, self.dtype = backend, dtype
-        for layer in self.layers:
-            layer.init(backend, rng, dtype)
+        try:
+            for layer in self.layers:
+                layer.init(backend, rng, dtype)
+        except MemoryError as exc:  # a size no machine holds: the user's to change
+            self.backend = None
+            raise ConfigError(f"the parameters of layer {layer.name!r} do not fit in memory "
+                              f"({exc}); use smaller layers") from None
         for layer in self.layers:
             if not getattr(layer, "builtin", True) and not getattr(layer, "_checked", False):
                 from ..gradcheck import check_layer

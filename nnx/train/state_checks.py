@@ -226,11 +226,12 @@ def check_optimizer(optimizer, model, state, source) -> None:
         raise _damaged(source, "optimizer", type(state).__name__, "a dict")
     name = state.get("name", optimizer.name)
     if name != optimizer.name:
-        raise CheckpointError(f"optimizer state is for {name!r}, not {optimizer.name!r}; "
-                              f"use the optimizer the checkpoint was trained with")
+        raise CheckpointError(f"{source}: optimizer state is for {name!r}, not "
+                              f"{optimizer.name!r}; use the optimizer the checkpoint was "
+                              "trained with")
     for key, test, expected in (("t", _count, "a count"), ("lr", _rate, "a learning rate")):
         if key not in state:
-            raise CheckpointError(f"optimizer state has no {key!r} entry")
+            raise CheckpointError(f"{source}: optimizer state has no {key!r} entry")
         value = state[key]
         value = value.item() if getattr(value, "shape", None) == () else value
         if not test(value):
@@ -254,11 +255,11 @@ def _check_slots(optimizer, model, state, source) -> None:
         pname, slot = key.rsplit("/", 1)
         if slot not in optimizer.slots:
             keeps = list(optimizer.slots) or "nothing"
-            raise CheckpointError(f"optimizer state entry {key!r} is not used by "
+            raise CheckpointError(f"{source}: optimizer state entry {key!r} is not used by "
                                   f"{optimizer.name} (it keeps {keeps})")
         if pname not in shapes:
-            raise CheckpointError(f"optimizer state has entries for parameters the model does "
-                                  f"not have: {pname}")
+            raise CheckpointError(f"{source}: optimizer state has entries for parameters the "
+                                  f"model does not have: {pname}")
         shape = tuple(getattr(value, "shape", ()))
         if getattr(getattr(value, "dtype", None), "kind", None) != "f" or shape != shapes[pname]:
             raise CheckpointError(
@@ -268,8 +269,8 @@ def _check_slots(optimizer, model, state, source) -> None:
         found.add(key)
     wanted = {f"{p}/{s}" for p in shapes for s in optimizer.slots}
     if found and found != wanted:
-        raise CheckpointError(f"optimizer state has no {sorted(wanted - found)[0]}; the "
-                              "checkpoint is for a different model")
+        raise CheckpointError(f"{source}: optimizer state has no {sorted(wanted - found)[0]}; "
+                              "the checkpoint is for a different model")
 
 
 def _check_callbacks(trainer, callbacks, saved, source) -> None:
