@@ -47,30 +47,19 @@ def declared_model(arch, path):
 
 def _layer_shapes(layer) -> dict | None:
     """``{"w": shape, ...}`` of a built-in layer before ``init``; None when not known."""
-    from .layers import (
-        ActivationLayer,
-        AvgPool2D,
-        BatchNorm,
-        Conv2D,
-        Dense,
-        Dropout,
-        Flatten,
-        GlobalAvgPool2D,
-        MaxPool2D,
-        MixedActivation,
-    )
+    from . import layers as L
 
     kind = type(layer)
-    if kind is Dense:
+    if kind is L.Dense:
         return {"w": (layer.n_in, layer.n_out), **({"b": (layer.n_out,)} if layer.bias else {})}
-    if kind is Conv2D and layer.in_channels is not None:
+    if kind is L.Conv2D and layer.in_channels is not None:
         k, f = layer.kernel_size, layer.filters
         return {"w": (k, k, layer.in_channels, f), **({"b": (f,)} if layer.bias else {})}
-    if kind is BatchNorm:
+    if kind is L.BatchNorm:
         n = (layer.n_in,)
         return {"gamma": n, "beta": n, "running_mean": n, "running_var": n}
-    if kind in (ActivationLayer, MixedActivation, Dropout, Flatten, MaxPool2D, AvgPool2D,
-                GlobalAvgPool2D):
+    if kind in (L.ActivationLayer, L.MixedActivation, L.Dropout, L.Flatten, L.MaxPool2D,
+                L.AvgPool2D, L.GlobalAvgPool2D):
         return {}
     return None
 

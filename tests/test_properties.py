@@ -335,21 +335,11 @@ def test_a_damaged_checkpoint_is_refused_and_changes_nothing(tmp_path_factory, c
     assert all(np.array_equal(after[k], v) for k, v in before.items())
 
 
-@pytest.fixture(scope="module")
-def run_directory(tmp_path_factory):
-    from nnx import cli
-
-    out = tmp_path_factory.mktemp("run") / "run"
-    assert cli.main(["--dataset", "xor", "--epochs", "2", "--hidden", "8", "--no-doctor",
-                     "--no-lr-find", "--quiet", "--out", str(out)]) == 0
-    return out
-
-
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(damages)
 def test_a_refused_resume_leaves_the_run_directory_as_it_was(tmp_path_factory, capsys,
-                                                             run_directory, damage):
+                                                             finished_run, damage):
     """The same damage through ``--resume``: one error line, exit 2, and every file of the
     run (config.json included) byte for byte as before; nothing added."""
     import shutil
@@ -357,10 +347,10 @@ def test_a_refused_resume_leaves_the_run_directory_as_it_was(tmp_path_factory, c
     from nnx import cli
 
     run = tmp_path_factory.mktemp("copy") / "run"
-    shutil.copytree(run_directory, run)
+    shutil.copytree(finished_run, run)
     _damage(run / "checkpoint.npz", damage)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
-    code = cli.main(["--resume", str(run), "--epochs", "4", "--quiet"])
+    code = cli.main(["--resume", str(run), "--epochs", "40", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2, (damage, err)
     _ended_cleanly(code, err)
