@@ -30,6 +30,10 @@ except ImportError:  # Windows: no flock; one writer is then the user's to ensur
     fcntl = None
 
 LOCK_NAME = ".nnx-lock"
+#: every file a run writes into its directory: none of them may be a link
+RUN_FILES = ("config.json", "metrics.csv", "metrics.jsonl", "curves.png", "model.npz",
+             "checkpoint.npz", "summary.json", "lr_find.png", "doctor.json", "doctor.md",
+             "doctor.png", LOCK_NAME)
 _NO_LOCKS = {getattr(errno, n) for n in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP") if hasattr(errno, n)}
 
 
@@ -217,21 +221,23 @@ class RunDir:
 
 
 def _refuse_links(path: Path) -> None:
-    """ConfigError when an entry of the run directory is a symbolic link or a file with
-    another name elsewhere (a hard link): nnx writes only files of its own."""
-    with os.scandir(path) as entries:
-        for entry in entries:
-            st = entry.stat(follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                target = os.readlink(entry.path)
-                raise ConfigError(f"{entry.path} is a symbolic link (to {target}); a run "
-                                  "directory holds its own files, so nnx will not write "
-                                  "through it: remove the link, or choose another --out")
-            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-                raise ConfigError(f"{entry.path} is a hard link: the same file has "
-                                  f"{st.st_nlink - 1} other name(s), so writing it would change "
-                                  "a file elsewhere: replace it with a copy, or choose another "
-                                  "--out")
+    """ConfigError when a file the run writes (:data:`RUN_FILES`) is a symbolic link or has
+    another name elsewhere (a hard link): nnx writes only files of its own. Other entries
+    are never written (temporary files get names nobody can predict), so they may stay."""
+    for name in RUN_FILES:
+        entry = path / name
+        try:
+            st = os.lstat(entry)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise ConfigError(f"{entry} is a symbolic link (to {os.readlink(entry)}); a run "
+                              "directory holds its own files, so nnx will not write through "
+                              "it: remove the link, or choose another --out")
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            raise ConfigError(f"{entry} is a hard link: the same file has {st.st_nlink - 1} "
+                              "other name(s), so writing it would change a file elsewhere: "
+                              "replace it with a copy, or choose another --out")
 
 
 def _alive(pid: int) -> bool:

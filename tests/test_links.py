@@ -150,3 +150,23 @@ def test_config_file_paths_may_not_leave_its_directory_through_links(tmp_path, c
         _refused(["--config", str(conf / "run.toml"), *QUICK, "--epochs", "1"], capsys,
                  ["escapes the config file's directory"])
     assert list(outside.iterdir()) == []
+
+
+def test_links_planted_at_temporary_names_in_a_run_are_never_followed(finished, tmp_path,
+                                                                      capsys):
+    """The names an atomic write used to take (``.NAME.tmp-PID``, this process's pid)
+    planted as links into a run: the resumed run writes every file and never the link's
+    target; the links are not the run's files, so they are left alone."""
+    run = _copy(finished, tmp_path / "run")
+    victim = _victim(tmp_path)
+    pid = os.getpid()
+    planted = [run / f".{name}.tmp-{pid}{suffix}"
+               for name in ("config.json", "checkpoint.npz", "model.npz", "summary.json",
+                            "metrics.csv", "curves.png") for suffix in ("", ".png")]
+    for link in planted:
+        link.symlink_to(victim)
+    assert cli.main(["--resume", str(run), "--epochs", "3", "--quiet"]) == 0, \
+        capsys.readouterr().err
+    assert victim.read_text() == "keep me\n"
+    assert all(link.is_symlink() for link in planted)
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 3
