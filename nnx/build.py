@@ -285,7 +285,9 @@ def build_trainer(settings: dict, model, loss, backend, out, ds, *, resume: bool
     if s["doctor"]:
         from .doctor import Doctor
 
+        # fixes are tried on a copy of the run and reported only when they help
         callbacks.append(Doctor(out_dir=str(out.path), test_data=(ds.x_test, ds.y_test),
+                                verify_fixes=True,
                                 print_fn=say if say is not None else (lambda *_: None)))
     return trainer, callbacks
 
