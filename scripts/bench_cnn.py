@@ -16,6 +16,8 @@ this run measured.
 
 from __future__ import annotations
 
+import os
+import statistics
 import time
 
 import numpy as np
@@ -129,6 +131,44 @@ def _floor(impls, n: int, rates: dict) -> dict:
     return out
 
 
+def _time_epochs(impls, repeats: int, pause: float) -> dict:
+    """``{name: (wall seconds, other processes' CPU share, this process's CPU seconds)}``
+    of each timed epoch, interleaved; the order rotates every round."""
+    out = {impl.name: ([], [], []) for impl in impls}
+    meter = CpuMeter()
+    for r in range(repeats):
+        for impl in impls[r % len(impls):] + impls[:r % len(impls)]:
+            time.sleep(pause)
+            meter.start()
+            before = sum(os.times()[:2])
+            wall = impl.epoch()
+            out[impl.name][2].append(sum(os.times()[:2]) - before)
+            out[impl.name][1].append(meter.stop())
+            out[impl.name][0].append(wall)
+    return out
+
+
+def _print_cpu(rows) -> None:
+    ref = next((r["cpu_s_per_epoch"] for r in rows if r["impl"].startswith("pytorch")), None)
+    print(f"{'':<11} CPU seconds per epoch (this process, all threads; less disturbed by "
+          "other processes than the wall time):")
+    for row in rows:
+        vs = f" ({row['cpu_s_per_epoch'] / ref:.2f}x)" if ref else ""
+        print(f"{'':<11} {row['impl']:<22} {row['cpu_s_per_epoch']:>8.3f}{vs}")
+
+
+def _memory(x, y) -> dict:
+    import nnx
+
+    m = min(x.shape[0], 4096)
+    memory = memory_per_epoch(x[:m], y[:m], None, model=nnx.cnn(SHAPE, CLASSES),
+                              optimizer=nnx.Adam(LR))
+    print(f"\nmemory (nnx numpy, CNN, batch {BATCH}, {m} samples): peak RSS per epoch "
+          f"{memory['peak_rss_mib']} MiB; epoch 5 vs epoch 2: "
+          f"{100 * memory['epoch5_vs_epoch2']:+.1f}%")
+    return memory
+
+
 def run_cnn(args, have_torch: bool, pause: float) -> tuple[list[dict], dict | None]:
     """Time the CNN workload; returns (rows, memory per epoch of nnx on NumPy or None)."""
     n = args.cnn_samples
@@ -142,27 +182,20 @@ def run_cnn(args, have_torch: bool, pause: float) -> tuple[list[dict], dict | No
         impl.setup(x, y)
         impl.start = impl.evaluate(xv, yv)
         impl.warmup(10)
-    times = {impl.name: [] for impl in impls}
-    others = {impl.name: [] for impl in impls}
-    meter = CpuMeter()
-    for r in range(args.repeats):  # interleaved; the order rotates every round
-        for impl in impls[r % len(impls):] + impls[:r % len(impls)]:
-            time.sleep(pause)
-            meter.start()
-            times[impl.name].append(impl.epoch())
-            others[impl.name].append(meter.stop())
+    timed = _time_epochs(impls, args.repeats, pause)
     floors = _floor(impls, n, rates)
     rows = []
     for impl in impls:
         loss, acc = impl.evaluate(xv, yv)
-        row = summarise(impl, times[impl.name], others[impl.name], n, *floors[impl.name])
+        times, others, cpu = timed[impl.name]
+        row = summarise(impl, times, others, n, *floors[impl.name])
         row.update(config=CONFIG, optimizer="adam", batch=BATCH, loss=loss, accuracy=acc,
+                   cpu_s_per_epoch=statistics.median(cpu), cpu_times=cpu,
                    start_loss=impl.start[0],
                    learned=bool(loss < impl.start[0] - 0.05 and acc > majority + 0.1))
         if isinstance(impl, CnnNnx):
             row.update(nnx_counts(impl.device, (int(np.prod(SHAPE)), CLASSES), "adam", batch=16,
-                                  steps=4,
-                                  model=impl.make_model, input_shape=SHAPE))
+                                  steps=4, model=impl.make_model, input_shape=SHAPE))
         else:
             row["torch_ops_per_step"] = impl.ops_per_step()
         rows.append(row)
@@ -170,14 +203,5 @@ def run_cnn(args, have_torch: bool, pause: float) -> tuple[list[dict], dict | No
     for row in rows:
         row["vs_pytorch"] = row["s_per_epoch"] / ref if ref else None
     print_rows(rows)
-    memory = None
-    if args.device == "cpu":
-        import nnx
-
-        m = min(n, 4096)
-        memory = memory_per_epoch(x[:m], y[:m], None, model=nnx.cnn(SHAPE, CLASSES),
-                                  optimizer=nnx.Adam(LR))
-        print(f"\nmemory (nnx numpy, CNN, batch {BATCH}, {m} samples): peak RSS per epoch "
-              f"{memory['peak_rss_mib']} MiB; epoch 5 vs epoch 2: "
-              f"{100 * memory['epoch5_vs_epoch2']:+.1f}%")
-    return rows, memory
+    _print_cpu(rows)
+    return rows, _memory(x, y) if args.device == "cpu" else None

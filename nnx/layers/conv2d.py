@@ -141,13 +141,15 @@ class Conv2D(Layer):
                 self.grads["b"] += xp.sum(dy2, axis=0)
             if not need_dx:
                 return None
-            # dcols = dy w^T; each kernel entry's block goes back where its slice came from
-            dcols = xp.reshape(xp.matmul(dy2, w.mT), (bsz, ho, wo, k * k * c))
+            # dcols = dy w^T, as one (batch, ho, wo, c) block per kernel entry e = (i, j):
+            # dy w_e^T (a batched matmul; contiguous blocks add back twice as fast), each
+            # added back where its slice came from
+            w_e = xp.permute_dims(xp.reshape(w, (k * k, c, f)), (0, 2, 1))
+            dcols = xp.reshape(xp.matmul(dy2, w_e), (k * k, bsz, ho, wo, c))
             dxpad = xp.zeros(padded, dtype=x.dtype, device=device_of(x))
             for i in range(k):
                 for j in range(k):
-                    at = (i * k + j) * c
-                    add_window(dxpad, i, j, s, dcols[..., at:at + c])
+                    add_window(dxpad, i, j, s, dcols[i * k + j, ...])
             return crop(dxpad, top, left, h, wd)
 
         return xp.reshape(y, (bsz, ho, wo, f)), backward
