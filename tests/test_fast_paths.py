@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import GPU_DEVICES, get_backend_or_skip
+from conftest import GPU_DEVICES, float_dtypes, get_backend_or_skip
 
 import nnx
 from nnx.testing.counting import counting_backend
@@ -228,10 +228,30 @@ def _unfused(backend):
         backend.fast, **{name: None for name in FUSED}), label=f"{backend.label}-unfused")
 
 
-def test_only_cupy_registers_fused_kernels():
-    for device in ("numpy", "torch"):
-        fast = get_backend_or_skip(device).fast
-        assert all(getattr(fast, name) is None for name in FUSED), device
+def test_only_cupy_registers_fused_kernels_and_torch_relus():
+    fast = get_backend_or_skip("numpy").fast
+    assert all(getattr(fast, name) is None for name in FUSED)
+    fast = get_backend_or_skip("torch").fast
+    assert [name for name in FUSED if getattr(fast, name) is not None] == ["relu_backward"]
+
+
+@pytest.mark.parametrize("device", NS_DEVICES)
+def test_relu_backward_equals_the_portable_one_where_values_are_finite(device):
+    backend = get_backend_or_skip(device)
+    kernel = backend.fast.relu_backward
+    if kernel is None:
+        pytest.skip(f"{backend.label} has no relu backward kernel")
+    act = nnx.activations.get_activation("relu")
+    rng = np.random.default_rng(10)
+    host = rng.standard_normal((33, 70)).astype(np.float32)
+    host.flat[:4] = [0.0, -0.0, 1e-30, -1e-30]
+    for dtype in float_dtypes(backend):
+        z = backend.asarray(host, dtype)
+        dy = backend.asarray(rng.standard_normal(host.shape), dtype)
+        a = act.forward(z)
+        got, want = kernel(dy, z, a), act.backward(dy, z=z, a=a)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(_host(backend, got), _host(backend, want))
 
 
 @pytest.mark.gpu
