@@ -37,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     neither a flag nor the config file sets a setting (some depend on --dataset)."""
     parser = argparse.ArgumentParser(
         prog="nnx", allow_abbrev=False,  # a mistyped flag is named, never guessed
-        description="Train a multilayer perceptron with nnx and write a run directory "
-        "(config.json, metrics.csv/jsonl, curves.png, model.npz, checkpoint.npz). With a "
-        "saved model: nnx predict MODEL DATA, nnx evaluate MODEL DATA, nnx summary MODEL, "
+        description="Train a network (an MLP, the classic CNN or any --layers stack) with nnx "
+        "and write a run directory (config.json, metrics.csv/jsonl, curves.png, model.npz, "
+        "checkpoint.npz). With a saved model: nnx predict MODEL DATA, nnx evaluate MODEL DATA, nnx summary MODEL, "
         "nnx export MODEL --format onnx|safetensors -o FILE (nnx predict --help).",
         epilog="Per-dataset defaults (recorded with source 'dataset' in config.json; MNIST's "
         "follow published MLP results): " + "; ".join(
