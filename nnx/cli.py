@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a network (an MLP, the classic CNN or any --layers stack) with nnx "
         "and write a run directory (config.json, metrics.csv/jsonl, curves.png, model.npz, "
         "checkpoint.npz). With a saved model: nnx predict MODEL DATA, nnx evaluate MODEL "
-        "DATA, nnx summary MODEL, nnx export MODEL --format onnx|safetensors -o FILE (nnx predict --help).",
+        "DATA, nnx summary MODEL, nnx export MODEL --format onnx|safetensors -o FILE "
+        "(nnx predict --help).",
         epilog="Per-dataset defaults (recorded with source 'dataset' in config.json; MNIST's "
         "follow published MLP results): " + "; ".join(
             f"{d}: " + ", ".join(f"{k}={v}" for k, v in ov.items())
