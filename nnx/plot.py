@@ -27,6 +27,35 @@ def _finite(values) -> list[float]:
     return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
 
+def _draw_lr(ax, epochs, lr) -> None:
+    ax.plot(epochs, lr, color="tab:green", marker=".")
+    if min(lr) > 0:
+        ax.set_yscale("log")
+    ax.set_ylabel("learning rate")
+    ax.set_title("learning rate")
+
+
+def _draw_metric(ax, epochs, h: dict, key: str) -> None:
+    """Train and (when recorded) validation curves of ``key``; log scale for a loss that
+    spans more than a decade."""
+    ax.plot(epochs, h.get(key, []), label="train", marker=".")
+    if f"val_{key}" in h:
+        ax.plot(epochs, h[f"val_{key}"], label="validation", marker=".")
+    values = _finite(h.get(key, []) + h.get(f"val_{key}", []))
+    if key == "loss" and values and min(values) > 0 and max(values) > 10 * min(values):
+        ax.set_yscale("log")
+    ax.set_ylabel(key)
+    ax.set_title(key)
+    ax.legend()
+
+
+def _panels(h: dict) -> list[str]:
+    """``loss``, then ``accuracy`` or ``mae`` when recorded, then ``lr`` when it changed."""
+    metric = "accuracy" if "accuracy" in h else ("mae" if "mae" in h else None)
+    lr = h.get("lr", [])
+    return ["loss"] + ([metric] if metric else []) + (["lr"] if len(set(lr)) > 1 else [])
+
+
 def plot_history(history, path=None, title=None):
     """Loss and accuracy (or MAE) panels, train and validation, on one figure.
 
@@ -36,27 +65,13 @@ def plot_history(history, path=None, title=None):
     """
     h = history.history if hasattr(history, "history") else dict(history)
     epochs = h.get("epoch") or list(range(1, len(h.get("loss", [])) + 1))
-    metric = "accuracy" if "accuracy" in h else ("mae" if "mae" in h else None)
-    lr = h.get("lr", [])
-    panels = ["loss"] + ([metric] if metric else []) + (["lr"] if len(set(lr)) > 1 else [])
+    panels = _panels(h)
     fig, axes = _figure(len(panels))
     for ax, key in zip(axes, panels):
         if key == "lr":
-            ax.plot(epochs, lr, color="tab:green", marker=".")
-            if min(lr) > 0:
-                ax.set_yscale("log")
-            ax.set_ylabel("learning rate")
-            ax.set_title("learning rate")
+            _draw_lr(ax, epochs, h["lr"])
         else:
-            ax.plot(epochs, h.get(key, []), label="train", marker=".")
-            if f"val_{key}" in h:
-                ax.plot(epochs, h[f"val_{key}"], label="validation", marker=".")
-            values = _finite(h.get(key, []) + h.get(f"val_{key}", []))
-            if key == "loss" and values and min(values) > 0 and max(values) > 10 * min(values):
-                ax.set_yscale("log")
-            ax.set_ylabel(key)
-            ax.set_title(key)
-            ax.legend()
+            _draw_metric(ax, epochs, h, key)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     if title:
