@@ -53,6 +53,31 @@ def _check_and_name(layers) -> None:
         layer.name = f"{type(layer).__name__.lower()}_{i}"
 
 
+def _input_size(layers, input_shape) -> int | None:
+    """``n_in`` of the chain: the input's size when ``input_shape`` is 1-D, None for images;
+    without ``input_shape``, that of the first sized layer before any that reshapes."""
+    from .images import reshapes
+
+    if input_shape is not None:
+        return input_shape[0] if len(input_shape) == 1 else None
+    # sizes before the first layer that reshapes (Conv2D, pooling, Flatten) are the input's
+    lead = next((i for i, la in enumerate(layers) if reshapes(la)), len(layers))
+    sized = [la for la in layers[:lead] if la.n_in is not None]
+    return sized[0].n_in if sized else None
+
+
+def _check_sizes(layers) -> None:
+    """Raise ConfigError where a layer's ``n_in`` differs from the ``n_out`` before it."""
+    from .images import reshapes
+
+    prev = None
+    for layer in layers:
+        if layer.n_in is not None and prev is not None and layer.n_in != prev:
+            raise ConfigError(f"layer {layer.name!r} expects {layer.n_in} inputs but the "
+                              f"layer before it gives {prev}")
+        prev = layer.n_out if layer.n_out is not None else (None if reshapes(layer) else prev)
+
+
 class Sequential(Layer):
     """Chain ``layers``; ``forward`` returns ``(y, backward)`` like any layer.
 
@@ -74,26 +99,16 @@ class Sequential(Layer):
         self.name = "sequential"
         self.layers: list[Layer] = list(layers)
         _check_and_name(self.layers)
-        from .images import infer_shapes, reshapes
+        from .images import infer_shapes
 
         self.input_shape = None
         if input_shape is not None:
             infer_shapes(self.layers, input_shape)
             self.input_shape = tuple(int(s) for s in input_shape)
-        # sizes before the first layer that reshapes (Conv2D, pooling, Flatten) are the input's
-        lead = next((i for i, la in enumerate(self.layers) if reshapes(la)), len(self.layers))
-        sized = [la for la in self.layers[:lead] if la.n_in is not None]
-        self.n_in = sized[0].n_in if sized else None
-        if self.input_shape is not None:
-            self.n_in = self.input_shape[0] if len(self.input_shape) == 1 else None
+        self.n_in = _input_size(self.layers, self.input_shape)
         self.n_out = next((la.n_out for la in reversed(self.layers) if la.n_out is not None),
                           None)
-        prev = None
-        for layer in self.layers:
-            if layer.n_in is not None and prev is not None and layer.n_in != prev:
-                raise ConfigError(f"layer {layer.name!r} expects {layer.n_in} inputs but the "
-                                  f"layer before it gives {prev}")
-            prev = layer.n_out if layer.n_out is not None else (None if reshapes(layer) else prev)
+        _check_sizes(self.layers)
         self.backend = None
         self.dtype = "float32"
 
