@@ -133,8 +133,6 @@ def lr_find(model, loss, x, y, *, optimizer="sgd", start_lr: float = 1e-6,
     smoothing : EMA factor of the loss; diverge: stop at this multiple of the minimum.
     plot : path of a PNG of loss vs learning rate (log scale), or None.
     """
-    from ..optim import get_optimizer
-
     if not (0 < start_lr < end_lr) or steps < 10:
         raise ConfigError("lr_find needs 0 < start_lr < end_lr and steps >= 10, got "
                           f"start_lr={start_lr}, end_lr={end_lr}, steps={steps}")
@@ -142,54 +140,84 @@ def lr_find(model, loss, x, y, *, optimizer="sgd", start_lr: float = 1e-6,
         raise ConfigError("lr_find needs an initialised model: call model.init(device, seed)")
     loss = get_loss(loss)
     net = clone_model(model)
-    if callable(optimizer) and not isinstance(optimizer, str):
-        opt = optimizer(start_lr)
-        name = type(opt).__name__.lower()
-    else:
-        opt, name = get_optimizer(optimizer, lr=start_lr, **optimizer_kwargs), str(optimizer)
+    opt, name = _optimizer(optimizer, start_lr, optimizer_kwargs)
     xd, yd = _device_data(net, loss, x, y)
-    xp, backend = net.backend.xp, net.backend
-    n = xd.shape[0]
-    batch = min(batch_size, n)
-    rng = np.random.default_rng(seed)
     lrs = start_lr * (end_lr / start_lr) ** (np.arange(steps) / (steps - 1))
-    pending, losses = [], []
-    stopped = False
-    best = math.inf
-    avg = 0.0
-    smoothed = []
-    for i, lr in enumerate(lrs):
-        idx = backend.asarray(rng.choice(n, batch, replace=False), "int64")
-        xb, yb = xp.take(xd, idx, axis=0), xp.take(yd, idx, axis=0)
-        net.zero_grads()
-        out, backward = net.forward(xb, train=True)
-        value, dout = loss(out, yb)
-        backward(dout, need_dx=False)
-        opt.lr = float(lr)
-        opt.step(net)
-        pending.append(value)
-        if len(pending) == READ_EVERY or i == steps - 1:
-            values = np.asarray(backend.to_numpy(xp.stack(pending)), dtype=np.float64)
-            pending = []
-            for v in values:
-                losses.append(float(v))
-                k = len(losses)
-                avg = smoothing * avg + (1 - smoothing) * (v if math.isfinite(v) else math.inf)
-                s = avg / (1 - smoothing ** k)
-                smoothed.append(s)
-                if math.isfinite(s):
-                    best = min(best, s)
-                if k > 1 and (not math.isfinite(s) or s > diverge * best):
-                    stopped = True
-                    break
-            if stopped:
-                break
-    k = len(losses)
-    result = _suggest(lrs[:k], np.array(losses), _centred(np.array(losses)), stopped, name)
-    result.extra["ema"] = smoothed
+    ema = _SmoothedLoss(smoothing, diverge)
+    stopped = _sweep(net, loss, opt, xd, yd, lrs, min(batch_size, xd.shape[0]),
+                     np.random.default_rng(seed), ema)
+    k = len(ema.losses)
+    losses = np.array(ema.losses)
+    result = _suggest(lrs[:k], losses, _centred(losses), stopped, name)
+    result.extra["ema"] = ema.smoothed
     if plot:
         result.plot = plot_lr_find(result, plot)
     return result
+
+
+def _optimizer(optimizer, start_lr: float, kwargs: dict):
+    """``(optimizer, name)`` from a name (:func:`nnx.get_optimizer`) or ``lr -> Optimizer``."""
+    from ..optim import get_optimizer
+
+    if callable(optimizer) and not isinstance(optimizer, str):
+        opt = optimizer(start_lr)
+        return opt, type(opt).__name__.lower()
+    return get_optimizer(optimizer, lr=start_lr, **kwargs), str(optimizer)
+
+
+class _SmoothedLoss:
+    """The raw losses and their bias-corrected exponential moving average, step by step."""
+
+    def __init__(self, smoothing: float, diverge: float) -> None:
+        self.smoothing, self.diverge = smoothing, diverge
+        self.losses: list[float] = []
+        self.smoothed: list = []
+        self.avg, self.best = 0.0, math.inf
+
+    def add(self, v) -> bool:
+        """Record loss ``v``; True once the smoothed loss is not finite or exceeds
+        ``diverge`` times its minimum (never on the first step)."""
+        self.losses.append(float(v))
+        k = len(self.losses)
+        self.avg = (self.smoothing * self.avg
+                    + (1 - self.smoothing) * (v if math.isfinite(v) else math.inf))
+        s = self.avg / (1 - self.smoothing ** k)
+        self.smoothed.append(s)
+        if math.isfinite(s):
+            self.best = min(self.best, s)
+        return k > 1 and (not math.isfinite(s) or s > self.diverge * self.best)
+
+
+def _step(net, loss, opt, xb, yb, lr: float):
+    """One minibatch step at learning rate ``lr``; returns the loss (a device scalar)."""
+    net.zero_grads()
+    out, backward = net.forward(xb, train=True)
+    value, dout = loss(out, yb)
+    backward(dout, need_dx=False)
+    opt.lr = float(lr)
+    opt.step(net)
+    return value
+
+
+def _sweep(net, loss, opt, xd, yd, lrs, batch: int, rng, ema: _SmoothedLoss) -> bool:
+    """One step per learning rate of ``lrs`` on ``batch`` rows drawn with ``rng``, the
+    losses fed to ``ema``; returns True when the sweep stopped because the loss diverged.
+
+    The losses are read on the host every READ_EVERY steps, not every step, so that the
+    device is not synchronised each step."""
+    xp, backend = net.backend.xp, net.backend
+    n = xd.shape[0]
+    pending = []
+    for i, lr in enumerate(lrs):
+        idx = backend.asarray(rng.choice(n, batch, replace=False), "int64")
+        pending.append(_step(net, loss, opt, xp.take(xd, idx, axis=0),
+                             xp.take(yd, idx, axis=0), lr))
+        if len(pending) == READ_EVERY or i == lrs.size - 1:
+            values = np.asarray(backend.to_numpy(xp.stack(pending)), dtype=np.float64)
+            pending = []
+            if any(ema.add(v) for v in values):
+                return True
+    return False
 
 
 def _centred(losses: np.ndarray) -> np.ndarray:
