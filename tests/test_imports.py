@@ -170,7 +170,8 @@ LAYERS = (
     ("testing", ("nnx.testing", "nnx.testing.*")),
     # below train: the Trainer takes a communicator (Trainer(distributed=...))
     ("distributed", ("nnx.distributed", "nnx.distributed.*")),
-    ("train", ("nnx.train", "nnx.train.*")),
+    # epoch_run: one epoch in progress (batches, metric sums, non-finite mode)
+    ("train", ("nnx.train", "nnx.train.*", "nnx.train.epoch_run")),
     # nnx/__init__.py: the public names (re-exports math, checkpoint and train)
     ("nnx package", ("nnx",)),
     ("doctor", ("nnx.doctor", "nnx.doctor.*")),

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
 
 from .. import backends
 from ..arguments import check_fit_args, check_seed, float_dtype, whole_number
@@ -33,38 +32,17 @@ from ..losses import get_loss
 from ..optim import Optimizer, get_optimizer
 from .batches import Batches, epoch_order, resolve_batch_size
 from .device_data import to_device_xy
+from .epoch_run import EpochRun
 from .history import History
 from .hooks import Hooks, StepState
 from .inference import evaluate_device, outputs, predicted_labels
 from .loggers import verbose_callbacks
 from .metrics import MetricSums, labels_of
-from .nonfinite import NonFiniteMode, check_mode, nonfinite_mode
+from .nonfinite import check_mode, nonfinite_mode
 from .state import check_resume_state, load_trainer_state, trainer_state
 from .threads import one_thread_for_small_products
 
 __all__ = ["Trainer"]
-
-
-@dataclass
-class _EpochRun:
-    """One epoch in progress: its batches, accumulator and non-finite mode.
-
-    ``start`` is the first batch (past 0 when resuming inside the epoch),
-    ``rng_state`` the shuffle generator's state before the epoch's draw.
-    """
-
-    epoch: int
-    start: int
-    batches: Batches
-    metrics: MetricSums
-    nonfinite: NonFiniteMode
-    rng_state: dict
-
-    def position(self, batch: int) -> dict:
-        """Where an interrupted epoch continues (``Trainer.interrupted_at``); reads the sums."""
-        return {"epoch": self.epoch, "batch": batch, "seen": self.metrics.seen,
-                "epoch_rng": self.rng_state,
-                "sums": {**self.metrics.state(), **self.nonfinite.state()}}
 
 
 class Trainer:
@@ -140,7 +118,7 @@ class Trainer:
         self._interrupt = False
         self._resume_point: dict | None = None  # where the next epoch continues (a resume)
         self._fit_data = self._fingerprint = None  # (x, y) of the last fit, its fingerprint
-        self._run: _EpochRun | None = None  # the epoch in progress
+        self._run: EpochRun | None = None  # the epoch in progress
         self.active_callbacks: list = []
         self.validation_data = None
         self.x_train = self.y_train = None
@@ -305,7 +283,7 @@ class Trainer:
                 break
         return self._epoch_logs(run, val, t0)
 
-    def _start_epoch(self, epoch, data, shuffle) -> _EpochRun:
+    def _start_epoch(self, epoch, data, shuffle) -> EpochRun:
         """The epoch's batches, accumulator and non-finite mode, continuing a resume point."""
         rng_state = self.rng.bit_generator.state  # an interrupted epoch redraws from here
         full = self.batch_size >= self.n_train
@@ -318,9 +296,9 @@ class Trainer:
         sums = point.get("sums", {})
         self.parallel.load_sums(metrics, sums, point.get("seen", 0))  # each rank its own
         mode.load(sums)
-        return _EpochRun(epoch, start, batches, metrics, mode, rng_state)
+        return EpochRun(epoch, start, batches, metrics, mode, rng_state)
 
-    def _step(self, run: _EpochRun, b: int, hooks: Hooks) -> None:
+    def _step(self, run: EpochRun, b: int, hooks: Hooks) -> None:
         """Step ``b`` of the epoch: forward, backward, update; metrics summed on the device."""
         model, opt = self.model, self.optimizer
         xb, yb, labels = run.batches.batch(b)
@@ -350,7 +328,7 @@ class Trainer:
         backward(dout, need_dx=False)
         return out, value, value
 
-    def _epoch_logs(self, run: _EpochRun, val, t0) -> dict:
+    def _epoch_logs(self, run: EpochRun, val, t0) -> dict:
         """The epoch's logging point: read the sums once, check them, evaluate validation."""
         self.parallel.logging_point(self, run.metrics)
         logs = run.metrics.means()
