@@ -144,6 +144,46 @@ def _floor_backend(impl):
     return backends.get(impl.device), "float32"
 
 
+def _prepare(impls, x, y, xv, yv, batch) -> None:
+    """Set every implementation up on ``(x, y)``, note its starting validation loss and
+    accuracy (``impl.start``) and warm it up."""
+    for impl in impls:
+        impl.setup(x, y)
+        impl.start = impl.evaluate(xv, yv)
+        impl.warmup(15 if batch == "full" else 20)  # steps (full batch: one per epoch)
+
+
+def _timed_epochs(impls, repeats: int) -> tuple[dict, dict]:
+    """``repeats`` timed epochs of every implementation, interleaved, the order rotating
+    every round; returns the seconds and the other processes' CPU share of each epoch,
+    by implementation name."""
+    times = {impl.name: [] for impl in impls}
+    others = {impl.name: [] for impl in impls}
+    meter = CpuMeter()
+    for r in range(repeats):
+        for impl in impls[r % len(impls):] + impls[:r % len(impls)]:
+            time.sleep(PAUSE_S)
+            meter.start()
+            times[impl.name].append(impl.epoch())
+            others[impl.name].append(meter.stop())
+    return times, others
+
+
+def _outcome(impl, opt, batch, xv, yv, counts) -> dict:
+    """The row's configuration, final validation loss and accuracy, whether ``impl``
+    learned (loss down by 0.05, accuracy 0.1 above the majority class) and its counts."""
+    loss, acc = impl.evaluate(xv, yv)
+    majority = np.bincount(yv).max() / yv.shape[0]
+    row = dict(config=f"{opt} b{batch}", optimizer=opt, batch=batch, loss=loss,
+               accuracy=acc, start_loss=impl.start[0],
+               learned=bool(loss < impl.start[0] - 0.05 and acc > majority + 0.1))
+    if isinstance(impl, NnxImpl) and not impl.doctor:
+        row.update(counts.get((impl.device, opt), {}))
+    if isinstance(impl, TorchImpl) and batch != "full":
+        row["torch_ops_per_step"] = impl.ops_per_step()
+    return row
+
+
 def run_config(opt, batch, lr, args, data, have_torch, counts) -> list[dict]:
     (x, y), (xv, yv) = data
     n = x.shape[0]
@@ -151,33 +191,15 @@ def run_config(opt, batch, lr, args, data, have_torch, counts) -> list[dict]:
     impls = implementations(args.device, opt, bs, lr, have_torch)
     rates = {}
     measure_rates(impls, n, bs, rates)  # matmul rates alone, before and after the epochs
-    majority = np.bincount(yv).max() / yv.shape[0]
-    for impl in impls:
-        impl.setup(x, y)
-        impl.start = impl.evaluate(xv, yv)
-        impl.warmup(15 if batch == "full" else 20)  # steps (full batch: one per epoch)
-    times = {impl.name: [] for impl in impls}
-    others = {impl.name: [] for impl in impls}
-    meter = CpuMeter()
-    for r in range(args.repeats):  # interleaved; the order rotates every round
-        for impl in impls[r % len(impls):] + impls[:r % len(impls)]:
-            time.sleep(PAUSE_S)
-            meter.start()
-            times[impl.name].append(impl.epoch())
-            others[impl.name].append(meter.stop())
+    _prepare(impls, x, y, xv, yv, batch)
+    times, others = _timed_epochs(impls, args.repeats)
     measure_rates(impls, n, bs, rates)
     rows = []
     for impl in impls:
-        loss, acc = impl.evaluate(xv, yv)
+        outcome = _outcome(impl, opt, batch, xv, yv, counts)
         floor, gflop = gemm_floor(impl, n, bs, rates)
         row = summarise(impl, times[impl.name], others[impl.name], n, floor, gflop)
-        row.update(config=f"{opt} b{batch}", optimizer=opt, batch=batch, loss=loss,
-                   accuracy=acc, start_loss=impl.start[0],
-                   learned=bool(loss < impl.start[0] - 0.05 and acc > majority + 0.1))
-        if isinstance(impl, NnxImpl) and not impl.doctor:
-            row.update(counts.get((impl.device, opt), {}))
-        if isinstance(impl, TorchImpl) and batch != "full":
-            row["torch_ops_per_step"] = impl.ops_per_step()
+        row.update(outcome)
         rows.append(row)
     ref = next((r["s_per_epoch"] for r in rows if r["impl"].startswith("pytorch")), None)
     for row in rows:
