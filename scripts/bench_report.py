@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
 
 #: other processes' share of the CPU above which a timed epoch counts as disturbed
 BUSY = 0.05
@@ -41,63 +43,136 @@ def print_rows(rows) -> None:
         print(f"{'':<11} doctor monitor overhead: {100 * overhead:+.1f}% of epoch time")
 
 
+def _busy(*rows) -> str:
+    """A warning for times measured while other processes were busy (half the epochs)."""
+    return " (measured while other processes were busy)" if any(
+        2 * r.get("disturbed", 0) >= len(r["times"]) for r in rows) else ""
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The run the goals are checked on: its rows and the main nnx implementation."""
+
+    result: dict
+
+    @property
+    def rows(self) -> list[dict]:
+        return self.result["runs"]
+
+    @property
+    def nnx_main(self) -> str:
+        return "nnx cuda" if self.result["workload"]["device"] == "cuda" else "nnx numpy"
+
+    def main_row(self, cfg: str) -> dict | None:
+        return next((r for r in self.rows if r["config"] == cfg and r["impl"] == self.nnx_main),
+                    None)
+
+
+#: a goal's measure: ``(run, config) -> (value, holds, shown)``, or None where the run
+#: did not measure it
+Measure = Callable[[_Run, str], "tuple | None"]
+
+
+def _vs_pytorch(limit: float) -> Measure:
+    """The main nnx implementation's time per epoch at most ``limit`` times PyTorch's."""
+    def measure(run: _Run, cfg: str):
+        row = run.main_row(cfg)
+        if not (row and row.get("vs_pytorch")):
+            return None
+        ref = [r for r in run.rows if r["config"] == cfg and r["impl"].startswith("pytorch")]
+        return (row["vs_pytorch"], row["vs_pytorch"] <= limit and row["learned"],
+                f"{row['vs_pytorch']:.2f}x{_busy(row, *ref)}")
+    return measure
+
+
+def _gemm_floor(run: _Run, cfg: str):
+    row = run.main_row(cfg)
+    if not (row and row.get("gemm_fraction")):
+        return None
+    return (row["gemm_fraction"], row["gemm_fraction"] >= 0.7,
+            f"{100 * row['gemm_fraction']:.0f}%{_busy(row)}")
+
+
+def _no_syncs(run: _Run, cfg: str):
+    syncs = [r["syncs_per_step"] for r in run.rows if "syncs_per_step" in r]
+    if not syncs:
+        return None
+    return max(syncs), max(syncs) == 0, f"max {max(syncs)}"
+
+
+def _memory(key: str) -> Measure:
+    """Peak RSS of epoch 5 against epoch 2, from ``result[key]``."""
+    def measure(run: _Run, cfg: str):
+        mem = run.result.get(key)
+        if not (mem and mem["epoch5_vs_epoch2"] is not None):
+            return None
+        g = mem["epoch5_vs_epoch2"]
+        return g, abs(g) <= 0.05, f"{100 * g:+.1f}%"
+    return measure
+
+
+def _doctor_overhead(run: _Run, cfg: str):
+    base = next((r for r in run.rows if "doctor_overhead" in r), None)
+    if not base:
+        return None
+    over = base["doctor_overhead"]
+    doctor = [r for r in run.rows if r["config"] == base["config"] and "+ doctor" in r["impl"]]
+    return over, over <= 0.10, f"{100 * over:+.1f}%{_busy(base, *doctor)}"
+
+
+def _all_learned(run: _Run, cfg: str):
+    bad = [f"{r['impl']} ({r['config']})" for r in run.rows if not r["learned"]]
+    return bad, not bad, ("yes" if not bad else
+                          "not: " + ", ".join(bad) + " (their times do not count)")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One performance goal: its text (``{impl}``: the main nnx implementation, ``{cfg}``:
+    the configuration), how it is measured, and the configurations it is checked on."""
+
+    text: str
+    measure: Measure
+    configs: tuple = ("",)
+
+
+#: the performance goals, in the order they are printed
+GOALS = (
+    Goal("{impl} <= 0.8x PyTorch s/epoch, {cfg}", _vs_pytorch(0.8),
+         ("sgdm b128", "sgdm b512", "adam b128", "adam b512")),
+    Goal("{impl} >= 70% of the GEMM floor, {cfg}", _gemm_floor, ("sgdm b512", "adam b512")),
+    Goal("{impl} <= 1.5x PyTorch s/epoch, {cfg}", _vs_pytorch(1.5), ("cnn adam b128",)),
+    Goal("zero host syncs per nnx step", _no_syncs),
+    Goal("peak RSS of epoch 5 within 5% of epoch 2", _memory("memory")),
+    Goal("peak RSS of epoch 5 within 5% of epoch 2, cnn", _memory("memory_cnn")),
+    Goal("doctor monitor overhead <= 10% of step time", _doctor_overhead),
+    Goal("every implementation learned", _all_learned),
+)
+
+
 def goals(result) -> list[dict]:
-    """Check the performance goals against this run; prints one line each."""
-    runs = result["runs"]
-    nnx_main = "nnx cuda" if result["workload"]["device"] == "cuda" else "nnx numpy"
+    """Check the performance goals (:data:`GOALS`) against this run; prints one line each."""
+    run = _Run(result)
     out = []
-
-    def goal(text, value, ok, shown):
-        out.append({"goal": text, "value": value, "holds": bool(ok)})
-        print(f"  [{'ok' if ok else 'NO'}] {text}: {shown}")
-
-    def busy(*rows):
-        return " (measured while other processes were busy)" if any(
-            2 * r.get("disturbed", 0) >= len(r["times"]) for r in rows) else ""
-
     print("\ngoals")
-    for cfg in ("sgdm b128", "sgdm b512", "adam b128", "adam b512"):
-        rows = [r for r in runs if r["config"] == cfg]
-        row = next((r for r in rows if r["impl"] == nnx_main), None)
-        if row and row.get("vs_pytorch"):
-            ref = [r for r in rows if r["impl"].startswith("pytorch")]
-            goal(f"{nnx_main} <= 0.8x PyTorch s/epoch, {cfg}", row["vs_pytorch"],
-                 row["vs_pytorch"] <= 0.8 and row["learned"],
-                 f"{row['vs_pytorch']:.2f}x{busy(row, *ref)}")
-    for cfg in ("sgdm b512", "adam b512"):
-        row = next((r for r in runs if r["config"] == cfg and r["impl"] == nnx_main), None)
-        if row and row.get("gemm_fraction"):
-            goal(f"{nnx_main} >= 70% of the GEMM floor, {cfg}", row["gemm_fraction"],
-                 row["gemm_fraction"] >= 0.7, f"{100 * row['gemm_fraction']:.0f}%{busy(row)}")
-    cnn = [r for r in runs if r["config"] == "cnn adam b128"]
-    row = next((r for r in cnn if r["impl"] == nnx_main), None)
-    if row and row.get("vs_pytorch"):
-        ref = [r for r in cnn if r["impl"].startswith("pytorch")]
-        goal(f"{nnx_main} <= 1.5x PyTorch s/epoch, cnn adam b128", row["vs_pytorch"],
-             row["vs_pytorch"] <= 1.5 and row["learned"],
-             f"{row['vs_pytorch']:.2f}x{busy(row, *ref)}")
-    syncs = [r["syncs_per_step"] for r in runs if "syncs_per_step" in r]
-    if syncs:
-        goal("zero host syncs per nnx step", max(syncs), max(syncs) == 0, f"max {max(syncs)}")
-    for key, what in (("memory", ""), ("memory_cnn", ", cnn")):
-        mem = result.get(key)
-        if mem and mem["epoch5_vs_epoch2"] is not None:
-            g = mem["epoch5_vs_epoch2"]
-            goal(f"peak RSS of epoch 5 within 5% of epoch 2{what}", g, abs(g) <= 0.05,
-                 f"{100 * g:+.1f}%")
-    base = next((r for r in runs if "doctor_overhead" in r), None)
-    if base:
-        over = base["doctor_overhead"]
-        doctor = [r for r in runs if r["config"] == base["config"] and "+ doctor" in r["impl"]]
-        goal("doctor monitor overhead <= 10% of step time", over, over <= 0.10,
-             f"{100 * over:+.1f}%{busy(base, *doctor)}")
-    bad = [f"{r['impl']} ({r['config']})" for r in runs if not r["learned"]]
-    goal("every implementation learned", bad, not bad, "yes" if not bad else
-         "not: " + ", ".join(bad) + " (their times do not count)")
+    for goal in GOALS:
+        for cfg in goal.configs:
+            checked = goal.measure(run, cfg)
+            if checked is None:
+                continue
+            value, ok, shown = checked
+            text = goal.text.format(impl=run.nnx_main, cfg=cfg)
+            out.append({"goal": text, "value": value, "holds": bool(ok)})
+            print(f"  [{'ok' if ok else 'NO'}] {text}: {shown}")
+    _note_disturbed(run.rows)
+    return out
+
+
+def _note_disturbed(runs) -> None:
+    """Name the rows whose medians other processes disturbed (half the epochs or more)."""
     shaky = [f"{r['impl']} ({r['config']})" for r in runs
              if 2 * r.get("disturbed", 0) >= len(r["times"])]
     if shaky:
         print(f"  note: other processes took more than {100 * BUSY:.0f}% of the CPU during half "
               f"or more of the timed epochs of {', '.join(shaky)}; their medians are not to be "
               "trusted: rerun on an idle machine")
-    return out
