@@ -77,3 +77,47 @@ def make(device: str | None = None) -> Backend:
         fast=OutKernels.of(cupy, "cupy", **cupy_kernels.kernels(cupy)),
         details=f"CuPy {cupy.__version__}, {name}",
     )
+
+
+# --- for NCCL between GPUs (nnx.distributed.nccl) -----------------------------------
+
+def nccl():
+    """CuPy's NCCL module, or BackendUnavailable saying how to get it."""
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is None:
+        raise BackendUnavailable(
+            "NCCL between GPUs goes through CuPy, which is not installed; install "
+            "cupy-cuda12x or cupy-cuda13x (pip install 'nnx-trainer[cuda12]'), or train on the "
+            "CPU over MPI (--device cpu)")
+    try:
+        from cupy.cuda import nccl as module
+
+        module.get_unique_id  # noqa: B018  (absent when CuPy was built without NCCL)
+        if not getattr(module, "available", True):
+            raise ImportError("cupy.cuda.nccl.available is False")
+    except Exception as exc:
+        raise BackendUnavailable(
+            f"NCCL is not available in this CuPy build ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split()) or 'no detail'}); install it for CuPy (pip install "
+            "nvidia-nccl-cu12, or -cu13 for cupy-cuda13x), or use --distributed mpi, which "
+            "moves the gradients through host memory") from None
+    return module
+
+
+def gpu_count() -> int:
+    """Number of CUDA GPUs CuPy sees here (0 without CuPy or a driver)."""
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:
+        return 0
+
+
+def current_stream(x):
+    """The current CUDA stream when ``x`` is a CuPy array, else None."""
+    import cupy
+
+    return cupy.cuda.get_current_stream() if isinstance(x, cupy.ndarray) else None
+

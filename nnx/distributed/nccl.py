@@ -10,44 +10,13 @@ failure notices work as they do on MPI: one host synchronisation per step.
 
 from __future__ import annotations
 
-from ..errors import BackendUnavailable
+from ..backends import cupy_backend
 from .mpi import MPICommunicator
 
+# CuPy itself stays in backends/: its NCCL module, GPU count and streams come from there
+nccl, gpu_count = cupy_backend.nccl, cupy_backend.gpu_count
+
 __all__ = ["NCCLCommunicator", "nccl", "gpu_count"]
-
-
-def nccl():
-    """CuPy's NCCL module, or BackendUnavailable saying how to get it."""
-    import importlib.util
-
-    if importlib.util.find_spec("cupy") is None:
-        raise BackendUnavailable(
-            "NCCL between GPUs goes through CuPy, which is not installed; install "
-            "cupy-cuda12x or cupy-cuda13x (pip install 'nnx-trainer[cuda12]'), or train on the "
-            "CPU over MPI (--device cpu)")
-    try:
-        from cupy.cuda import nccl as module
-
-        module.get_unique_id  # noqa: B018  (absent when CuPy was built without NCCL)
-        if not getattr(module, "available", True):
-            raise ImportError("cupy.cuda.nccl.available is False")
-    except Exception as exc:
-        raise BackendUnavailable(
-            f"NCCL is not available in this CuPy build ({type(exc).__name__}: "
-            f"{' '.join(str(exc).split()) or 'no detail'}); install it for CuPy (pip install "
-            "nvidia-nccl-cu12, or -cu13 for cupy-cuda13x), or use --distributed mpi, which "
-            "moves the gradients through host memory") from None
-    return module
-
-
-def gpu_count() -> int:
-    """Number of CUDA GPUs CuPy sees here (0 without CuPy or a driver)."""
-    try:
-        import cupy
-
-        return int(cupy.cuda.runtime.getDeviceCount())
-    except Exception:
-        return 0
 
 
 class NCCLCommunicator(MPICommunicator):
@@ -83,12 +52,10 @@ class NCCLCommunicator(MPICommunicator):
         return getattr(self._module, codes[name])
 
     def _on_device(self, x, backend, start, what: str):
-        import cupy
-
-        if not isinstance(x, cupy.ndarray):  # torch:cuda and host arrays go over MPI
+        stream = cupy_backend.current_stream(x)
+        if stream is None:  # torch:cuda and host arrays go over MPI
             return None
         comm = self._communicator(backend)
-        stream = cupy.cuda.get_current_stream()
         start(comm, x, stream.ptr)
         event = stream.record()
         self._wait_until(lambda: event.done, what)
