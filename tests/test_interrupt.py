@@ -17,11 +17,11 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from train_command import csv_rows, wait_for
 
 import nnx
 from nnx.checkpoint import load_checkpoint, save_checkpoint
@@ -43,24 +43,6 @@ def _start(head, args, cwd, **env):
 def _run(command, cwd, **env):
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=180,
                           env=_env(**env))
-
-
-def _wait_for(predicate, proc, timeout=60.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        if proc.poll() is not None:
-            return predicate()
-        time.sleep(0.005)
-    return False
-
-
-def _rows(path: Path) -> int:
-    try:
-        return len(path.read_text().splitlines()) - 1
-    except FileNotFoundError:
-        return 0
 
 
 def _temporaries(directory: Path) -> list[str]:
@@ -86,7 +68,7 @@ def test_ctrl_c_inside_an_epoch_of_python_m_nnx_resumes_bitwise(tmp_path):
     part = tmp_path / "part"
     proc = _start(MODULE, [*SPIRALS, "--out", str(part)], tmp_path)
     try:
-        assert _wait_for(lambda: _rows(part / "metrics.csv") >= 2, proc)
+        assert wait_for(lambda: csv_rows(part / "metrics.csv") >= 2, proc)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -116,12 +98,12 @@ def test_a_second_ctrl_c_aborts_the_write_and_keeps_the_last_checkpoint(tmp_path
     out = tmp_path / "run"
     proc = _start(SCRIPT_HEAD, [*SPIRALS, "--out", str(out)], tmp_path, NNX_TEST_SLOW_WRITE="1")
     try:
-        assert _wait_for((out / "checkpoint.npz").exists, proc)
+        assert wait_for((out / "checkpoint.npz").exists, proc)
         proc.send_signal(signal.SIGINT)
         for line in proc.stderr:  # the handler has run: the next Ctrl-C raises
             if line.startswith("interrupt:"):
                 break
-        assert _wait_for(lambda: bool(_temporaries(out)), proc)  # a write is in progress
+        assert wait_for(lambda: bool(_temporaries(out)), proc)  # a write is in progress
         proc.send_signal(signal.SIGINT)
         rest = proc.stderr.read()
         proc.wait(timeout=60)
@@ -150,7 +132,7 @@ def test_kill_while_a_resumed_run_rewrites_config_json(tmp_path):
     proc = _start(SCRIPT_HEAD, ["--resume", str(out), "--epochs", "4", "--quiet"], tmp_path,
                   NNX_TEST_SLOW_WRITE="3")
     try:
-        assert _wait_for(lambda: any(n.startswith(".config.json.tmp-")
+        assert wait_for(lambda: any(n.startswith(".config.json.tmp-")
                                      for n in _temporaries(out)), proc)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
@@ -162,7 +144,7 @@ def test_kill_while_a_resumed_run_rewrites_config_json(tmp_path):
     again = _run([*SCRIPT_HEAD, "--resume", str(out), "--epochs", "4", "--quiet"], tmp_path)
     assert again.returncode == 0, again.stderr
     assert load_checkpoint(out / "checkpoint.npz")["meta"]["epoch"] == 4
-    assert _rows(out / "metrics.csv") == 4
+    assert csv_rows(out / "metrics.csv") == 4
     assert not _temporaries(out)  # the killed run's temporary file was cleaned up
 
 
@@ -217,7 +199,7 @@ def test_an_interrupt_on_an_epochs_last_step_stops_and_resumes_bitwise(tmp_path,
 def _interrupted_cli(sig, args, out, tmp_path):
     proc = _start(SCRIPT_HEAD, [*args, "--out", str(out)], tmp_path)
     try:
-        assert _wait_for(lambda: _rows(out / "metrics.csv") >= 3, proc)
+        assert wait_for(lambda: csv_rows(out / "metrics.csv") >= 3, proc)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:

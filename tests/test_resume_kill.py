@@ -13,11 +13,11 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from train_command import csv_rows, wait_for
 
 import nnx
 from nnx import backends
@@ -44,24 +44,6 @@ def _start(args, cwd, **env):
                             stderr=subprocess.PIPE, text=True, env=_env(**env))
 
 
-def _wait_for(predicate, proc, timeout=60.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        if proc.poll() is not None:
-            return predicate()
-        time.sleep(0.01)
-    return False
-
-
-def _rows(path: Path) -> int:
-    try:
-        return len(path.read_text().splitlines()) - 1
-    except FileNotFoundError:
-        return 0
-
-
 def _params(path) -> dict:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files if k.startswith("param/")}
@@ -80,7 +62,7 @@ def test_sigint_saves_prints_resume_and_ends_bitwise_equal(tmp_path):
     # a pause in each checkpoint write slows the epochs so the signal lands mid-run
     proc = _start([*SPIRALS, "--out", str(part)], tmp_path, NNX_TEST_SLOW_WRITE="0.05")
     try:
-        assert _wait_for(lambda: _rows(part / "metrics.csv") >= 3, proc)
+        assert wait_for(lambda: csv_rows(part / "metrics.csv") >= 3, proc)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -92,7 +74,7 @@ def test_sigint_saves_prints_resume_and_ends_bitwise_equal(tmp_path):
     assert "Resume with:" in lines[-2]
     command = shlex.split(lines[-1])
     assert command[-2:] == ["--resume", str(part)]
-    done = _rows(part / "metrics.csv")
+    done = csv_rows(part / "metrics.csv")
     assert 3 <= done < 40
     assert load_checkpoint(part / "checkpoint.npz")["meta"]["epoch"] == done
     assert not (part / "model.npz").exists()
@@ -121,7 +103,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_pat
                                      for p in out.iterdir())
 
     try:
-        assert _wait_for(writing, proc, timeout=90), proc.stderr.read() if proc.stderr else ""
+        assert wait_for(writing, proc, timeout=90), proc.stderr.read() if proc.stderr else ""
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
     finally:

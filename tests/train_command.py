@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +51,23 @@ def weights(path) -> dict:
     """The parameters saved in a model or checkpoint file: ``{"param/...": array}``."""
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files if k.startswith("param/")}
+
+
+def wait_for(predicate, proc, timeout=60.0) -> bool:
+    """Poll ``predicate`` until it holds, ``proc`` ends or ``timeout`` seconds pass."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return predicate()
+        time.sleep(0.005)
+    return False
+
+
+def csv_rows(path) -> int:
+    """Data rows of a metrics CSV written so far (0 before it exists)."""
+    try:
+        return len(Path(path).read_text().splitlines()) - 1
+    except FileNotFoundError:
+        return 0
