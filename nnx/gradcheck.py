@@ -171,12 +171,15 @@ def gradcheck(model, loss, x, y, *, h: float = 1e-6, rtol: float = GRADCHECK_RTO
     return report
 
 
-def check_layer(layer, *, batch: int = 4, seed: int = 0, rtol: float = 1e-5,
-                max_entries: int | None = 64) -> float:
+def check_layer(layer, *, input_shape=None, batch: int = 4, seed: int = 0,
+                rtol: float = 1e-5, max_entries: int | None = 64) -> float:
     """Check a (custom) layer's backward: parameter and input gradients.
 
-    Uses ``L = sum(forward(x) * g)`` with random ``x`` ``(batch, n_in)`` and ``g``
-    so every output contributes. At most ``max_entries`` entries of each
+    Uses ``L = sum(forward(x) * g)`` with random ``x`` ``(batch, *input_shape)`` and
+    ``g`` so every output contributes. ``input_shape`` is the per-example shape the
+    layer receives: ``(height, width, channels)`` for a layer on images (a
+    ``Sequential`` built with ``input_shape`` passes each layer's own), by default
+    ``(n_in,)``, or ``(3,)`` for a layer without sizes. At most ``max_entries`` entries of each
     parameter (and of the input) are probed, at random, so a large layer is
     checked in milliseconds; ``None`` probes all. Raises
     :class:`DerivativeMismatch` naming the layer and the worst entry. Returns
@@ -185,9 +188,9 @@ def check_layer(layer, *, batch: int = 4, seed: int = 0, rtol: float = 1e-5,
     src = layer.backend
     host = backends.get("numpy")
     rng = host.rng(seed)
-    n_in = layer.n_in or 3
+    shape = tuple(input_shape) if input_shape is not None else (layer.n_in or 3,)
     with _Float64Copy([layer], src):
-        x = host.asarray(rng.standard_normal((batch, n_in)), "float64")
+        x = host.asarray(rng.standard_normal((batch, *shape)), "float64")
         y0, _ = layer.forward(x, train=False)
         g = host.asarray(rng.standard_normal(tuple(y0.shape)), "float64")
         xp = host.xp

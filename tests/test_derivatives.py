@@ -279,3 +279,66 @@ def test_gradcheck_catches_a_wrong_parameter_gradient(monkeypatch):
     assert report.worst[0] == "dense_2.b" and report.errors["dense_2.b"] == pytest.approx(
         0.5, rel=1e-3)
     assert [k for k, e in report.errors.items() if e > 1e-6] == ["dense_2.b"]
+
+
+class ChannelScale(nnx.Layer):
+    """``y[b, r, s, c] = x[b, r, s, c] * g[c]`` on images, with a selectable mistake."""
+
+    builtin = False
+
+    def __init__(self, mistake: bool = False) -> None:
+        super().__init__()
+        self.channels, self.mistake = None, mistake
+
+    def output_shape(self, shape):
+        self.channels = shape[-1]  # images (h, w, c) keep their shape
+        return shape
+
+    def init(self, backend, rng, dtype="float32") -> None:
+        super().init(backend, rng, dtype)
+        self.params["g"] = backend.asarray(rng.uniform(0.5, 1.5, self.channels), dtype)
+        self.zero_grads()
+
+    def forward(self, x, *, train=False):
+        xp = array_namespace(x)
+        g = self.params["g"]
+
+        def backward(dy):
+            # dL/dg sums over every position of every example; dL/dx = dy * g
+            self.grads["g"] += xp.sum(dy * x, axis=(0, 1, 2))
+            return dy if self.mistake else dy * g
+
+        return x * g, backward
+
+
+def _image_stack(layer):
+    return nnx.Sequential([nnx.Conv2D(3, 3), layer, nnx.ActivationLayer("relu"),
+                           nnx.Flatten(), nnx.Dense(6 * 5 * 3, 2)], input_shape=(6, 5, 2))
+
+
+@pytest.mark.parametrize("device", ["numpy", "strict:device1"])
+def test_a_custom_image_layer_is_checked_on_images_of_its_own_shape(device):
+    if device.startswith("strict"):
+        pytest.importorskip("array_api_strict")
+    layer = ChannelScale()
+    model = _image_stack(layer).init(device, 0)
+    assert layer._checked and layer.params["g"].shape == (3,)
+    x = np.random.default_rng(2).standard_normal((4, 6, 5, 2))
+    assert nnx.check_layer(layer, input_shape=(6, 5, 3)) < 1e-6
+    out, _ = model.forward(model.backend.asarray(x, "float32"))
+    assert tuple(out.shape) == (4, 2)
+
+
+def test_a_custom_image_layer_with_a_wrong_backward_fails_at_init():
+    with pytest.raises(DerivativeMismatch, match=r"custom layer ChannelScale .* for input"):
+        _image_stack(ChannelScale(mistake=True)).init("numpy", 0)
+
+
+def test_the_doctor_checks_a_custom_image_layer_on_images():
+    from nnx.doctor.model_checks import check_derivatives
+
+    model = _image_stack(ChannelScale()).init("numpy", 0)
+    model.layers[1].mistake = True  # wrong after the build-time check passed
+    found = check_derivatives(model)
+    assert [f.id for f in found] == ["derivative-mismatch"]
+    assert found[0].layers == ["channelscale_1"] and "for input" in found[0].cause

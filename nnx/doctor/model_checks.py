@@ -202,7 +202,7 @@ def _activations_of(layer) -> list:
     return []
 
 
-def _check_custom_parts(layer, seen: set) -> tuple[bool, list[Finding]]:
+def _check_custom_parts(layer, seen: set, shape=None) -> tuple[bool, list[Finding]]:
     """``(has custom parts, findings)`` for the custom activations and layers of ``layer``."""
     custom, out = False, []
     for act in _activations_of(layer):
@@ -219,7 +219,7 @@ def _check_custom_parts(layer, seen: set) -> tuple[bool, list[Finding]]:
         from ..gradcheck import check_layer
 
         try:
-            check_layer(layer)
+            check_layer(layer, input_shape=shape)
         except DerivativeMismatch as exc:
             out.append(_mismatch(exc, layer.name, f"layer {type(layer).__name__}"))
     return custom, out
@@ -231,8 +231,10 @@ def check_derivatives(model, loss=None, x=None, y=None, *,
     out = []
     custom = False
     seen = set()
-    for layer in model.layers:
-        has_custom, found = _check_custom_parts(layer, seen)
+    shapes = (model.layer_input_shapes() if hasattr(model, "layer_input_shapes")
+              else [None] * len(model.layers))
+    for layer, shape in zip(model.layers, shapes):
+        has_custom, found = _check_custom_parts(layer, seen, shape)
         custom, out = custom or has_custom, out + found
     n_params = sum(int(np.prod(p.shape)) for la in model.layers for p in la.params.values())
     run = gradcheck is True or (gradcheck == "auto" and custom and not out

@@ -102,9 +102,13 @@ class Sequential(Layer):
         from .images import infer_shapes
 
         self.input_shape = None
+        # per-example shape each layer receives (None: unknown without input_shape); the
+        # build-time check of a custom layer feeds it inputs of that shape
+        self._layer_inputs = [None] * len(self.layers)
         if input_shape is not None:
-            infer_shapes(self.layers, input_shape)
+            shapes = infer_shapes(self.layers, input_shape)
             self.input_shape = tuple(int(s) for s in input_shape)
+            self._layer_inputs = [self.input_shape, *shapes[:-1]]
         self.n_in = _input_size(self.layers, self.input_shape)
         self.n_out = next((la.n_out for la in reversed(self.layers) if la.n_out is not None),
                           None)
@@ -132,14 +136,19 @@ class Sequential(Layer):
             self.backend = None
             raise ConfigError(f"the parameters of layer {layer.name!r} do not fit in memory "
                               f"({exc}); use smaller layers") from None
-        for layer in self.layers:
+        for layer, shape in zip(self.layers, self._layer_inputs):
             if not getattr(layer, "builtin", True) and not getattr(layer, "_checked", False):
                 from ..gradcheck import check_layer
 
-                check_layer(layer)
+                check_layer(layer, input_shape=shape)
                 layer._checked = True
         self._buffer = ParameterBuffer.pack(self.layers, backend)
         return self
+
+    def layer_input_shapes(self) -> list:
+        """Per-example input shape of each layer, e.g. ``[(28, 28, 1), (28, 28, 32), ...]``;
+        ``None`` entries when the model was built without ``input_shape``."""
+        return list(self._layer_inputs)
 
     @property
     def params(self) -> dict:
