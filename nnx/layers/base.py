@@ -108,6 +108,15 @@ class Layer:
         differences (parameter and input gradients, :func:`nnx.check_layer`) the
         first time a ``Sequential`` holding it is initialised; a wrong backward
         raises :class:`~nnx.errors.DerivativeMismatch` naming the layer and entry.
+        The check's input is ``(4, *shape)``, with ``shape`` the per-example shape
+        the layer receives when the model has an ``input_shape`` (images
+        ``(height, width, channels)``), else ``(n_in,)``.
+
+    ``output_shape(shape)`` (optional)
+        Per-example output shape for input ``shape``; called when a ``Sequential``
+        is built with ``input_shape``, so a layer on images can read its channel
+        count there. Without it a layer keeps its input's shape (or has
+        ``n_in``/``n_out``).
 
     Properties that tools read
         ``stochastic`` (``forward(train=True)`` draws random numbers, e.g. Dropout),
