@@ -27,6 +27,11 @@ PyTorch skip the input layer's dx; the course-style loop computes it.
 10,000 images (2,048 with --quick) of shape (28, 28, 1), batch 128, Adam, for
 nnx on NumPy, nnx on torch and PyTorch eager; see scripts/bench_cnn.py.
 
+The doctor's cost (with ``--workload mlp``, the default, ``all`` or ``doctor``, on
+the CPU): whole training runs with and without it, interleaved, on the digits
+default (the run ``python scripts/train.py`` makes) and on the MNIST-shaped MLP
+(SGD with momentum, batch 128, a fit of 3 epochs); see scripts/bench_doctor.py.
+
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment force an OpenBLAS
 kernel on NumPy; the table names the kernel measured. ``--native-blas`` reruns
 the benchmark with both unset (only for that run).
@@ -67,6 +72,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 from bench_cnn import run_cnn  # noqa: E402
+from bench_doctor import run_doctor  # noqa: E402
 from bench_impls import SIZES, CourseImpl, NnxImpl, TorchImpl, step_matmuls  # noqa: E402
 from bench_report import goals, print_rows, summarise  # noqa: E402
 from bench_sys import CpuMeter, matmul_seconds, memory_per_epoch, nnx_counts  # noqa: E402
@@ -124,8 +130,6 @@ def gemm_floor(impl, n: int, batch: int, rates: dict) -> tuple[float, float]:
 def implementations(device: str, opt: str, batch, lr: float, have_torch: bool):
     nnx_dev, torch_dev = ("cuda", "torch:cuda") if device == "cuda" else ("numpy", "torch")
     impls = [NnxImpl(nnx_dev, opt, batch, lr)]
-    if opt == "sgdm" and batch == 128:
-        impls.append(NnxImpl(nnx_dev, opt, batch, lr, doctor=True))
     if have_torch:
         impls += [NnxImpl(torch_dev, opt, batch, lr),
                   TorchImpl("cuda" if device == "cuda" else "cpu", opt, batch, lr)]
@@ -177,7 +181,7 @@ def _outcome(impl, opt, batch, xv, yv, counts) -> dict:
     row = dict(config=f"{opt} b{batch}", optimizer=opt, batch=batch, loss=loss,
                accuracy=acc, start_loss=impl.start[0],
                learned=bool(loss < impl.start[0] - 0.05 and acc > majority + 0.1))
-    if isinstance(impl, NnxImpl) and not impl.doctor:
+    if isinstance(impl, NnxImpl):
         row.update(counts.get((impl.device, opt), {}))
     if isinstance(impl, TorchImpl) and batch != "full":
         row["torch_ops_per_step"] = impl.ops_per_step()
@@ -232,9 +236,10 @@ def main(argv=None) -> int:
                         "implementation (default 5, or 2 with --quick)")
     parser.add_argument("--native-blas", action="store_true", help="unset OPENBLAS_CORETYPE "
                         "and OPENBLAS_L2_SIZE for this run, so OpenBLAS picks its own kernel")
-    parser.add_argument("--workload", default="mlp", choices=["mlp", "cnn", "all"],
-                        help="mlp: the MLP configurations; cnn: the classic CNN on MNIST-"
-                        "shaped images (batch 128, Adam); all: both (default: mlp)")
+    parser.add_argument("--workload", default="mlp", choices=["mlp", "cnn", "doctor", "all"],
+                        help="mlp: the MLP configurations and the doctor's cost; cnn: the "
+                        "classic CNN on MNIST-shaped images (batch 128, Adam); doctor: the "
+                        "doctor's cost alone; all: everything (default: mlp)")
     parser.add_argument("--cnn-samples", type=int, default=None, help="training images of "
                         "the CNN workload (default 10000, or 2048 with --quick)")
     parser.add_argument("--json", default=os.path.join("bench-results", "bench.json"),
@@ -263,16 +268,11 @@ def main(argv=None) -> int:
                            "device": args.device, "name": args.workload,
                            "cnn_samples": args.cnn_samples}}
     what = {"mlp": f"MLP {'-'.join(map(str, SIZES))}, {args.samples} samples",
-            "cnn": f"classic CNN, {args.cnn_samples} images (28, 28, 1)"}
+            "cnn": f"classic CNN, {args.cnn_samples} images (28, 28, 1)",
+            "doctor": "the doctor's cost"}
     _print_machine(result["machine"], "; ".join(
         v for k, v in what.items() if args.workload in (k, "all")), args.repeats)
-    if args.workload in ("mlp", "all"):
-        run_mlp(args, have_torch, result)
-    if args.workload in ("cnn", "all"):
-        t0 = time.perf_counter()
-        rows, result["memory_cnn"] = run_cnn(args, have_torch, PAUSE_S)
-        result["wall_s"]["cnn"] = round(time.perf_counter() - t0, 1)
-        result["runs"] += rows
+    run_workloads(args, have_torch, result)
     result["goals"] = goals(result)
     result["wall_s"]["total"] = round(time.perf_counter() - start, 1)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -282,10 +282,31 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_mlp(args, have_torch: bool, result: dict) -> None:
-    """The MLP configurations and nnx's memory per epoch, into ``result``."""
+def run_workloads(args, have_torch: bool, result: dict) -> None:
+    """The workloads ``--workload`` names (the doctor's cost with mlp), into ``result``."""
+    data = None
+    if args.workload != "cnn":
+        data = make_data(args.samples), make_data(5000, seed=99)
+    if args.workload in ("mlp", "all"):
+        run_mlp(args, have_torch, result, data)
+    if args.workload in ("mlp", "doctor", "all"):
+        t0 = time.perf_counter()
+        if args.device == "cpu":
+            result["doctor"] = run_doctor(args, data, PAUSE_S)
+        else:
+            print("\ndoctor cost: measured on the CPU only (run without --device cuda)")
+        result["wall_s"]["doctor"] = round(time.perf_counter() - t0, 1)
+    if args.workload in ("cnn", "all"):
+        t0 = time.perf_counter()
+        rows, result["memory_cnn"] = run_cnn(args, have_torch, PAUSE_S)
+        result["wall_s"]["cnn"] = round(time.perf_counter() - t0, 1)
+        result["runs"] += rows
+
+
+def run_mlp(args, have_torch: bool, result: dict, data) -> None:
+    """The MLP configurations and nnx's memory per epoch on ``data`` (training and
+    validation ``(x, y)``), into ``result``."""
     n = args.samples
-    data = make_data(n), make_data(5000, seed=99)
     counts = {}
     devices = ["cuda"] if args.device == "cuda" else ["numpy"]
     devices += (["torch:cuda"] if args.device == "cuda" else ["torch"]) if have_torch else []

@@ -38,22 +38,17 @@ class NnxImpl:
 
     input_grad = False
 
-    def __init__(self, device, optimizer, batch, lr, seed=0, doctor=False):
+    def __init__(self, device, optimizer, batch, lr, seed=0):
         self.device, self.opt_name, self.batch, self.lr = device, optimizer, batch, lr
-        self.seed, self.doctor = seed, doctor
-        self.name = f"nnx {device}" + (" + doctor" if doctor else "")
+        self.seed = seed
+        self.name = f"nnx {device}"
 
     def setup(self, x, y):
         import nnx
 
         opt = nnx.SGD(self.lr, momentum=0.9) if self.opt_name == "sgdm" else nnx.Adam(self.lr)
-        callbacks = []
-        if self.doctor:
-            from nnx.doctor import Doctor
-
-            callbacks.append(Doctor(verbose=False, static=False, figure=False))
         self.trainer = nnx.Trainer(self.make_model(), "cross_entropy", opt,
-                                   device=self.device, seed=self.seed, callbacks=callbacks)
+                                   device=self.device, seed=self.seed)
         self.x, self.y = x, y
         self.backend = self.trainer.backend
 

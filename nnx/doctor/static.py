@@ -29,7 +29,7 @@ from .model_checks import (
 )
 
 __all__ = ["check", "check_model", "check_data", "check_symmetry", "check_derivatives",
-           "findings_from_gradcheck", "duplicate_rows", "to_host"]
+           "findings_from_gradcheck", "duplicate_rows", "to_host", "clear_data_checks"]
 
 
 def check(model, loss, x=None, y=None, *, validation_data=None, test_data=None,
@@ -79,6 +79,12 @@ def _sample_rows(x: np.ndarray) -> np.ndarray:
 #: (an experiment loop, or the doctor verifying a fix) does not hash and scan it again
 _CACHE: dict = {}
 _CACHE_SIZE = 8
+
+
+def clear_data_checks() -> None:
+    """Forget the remembered data checks: the next :func:`check_data` reads its data again
+    (as in a new process)."""
+    _CACHE.clear()
 
 
 def _fingerprint(a) -> tuple:
