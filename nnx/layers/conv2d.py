@@ -1,33 +1,22 @@
 """2-D convolution on images ``(batch, height, width, channels)``, as im2col and one matmul.
 
-Forward: zero-pad the input (by ``concat``), take the ``k*k`` shifted (strided)
-slices of it, one per kernel entry, and lay them side by side as the columns of
-``cols`` ``(batch*out_h*out_w, k*k*C_in)``; then ``y = cols @ w + b``. Backward:
-``dw = cols^T dy``, ``db = sum dy``, ``dcols = dy w^T``, and ``dx`` adds each of
-the ``k*k`` column blocks back into the slice it came from. The buffers live
+Forward: lay the ``k*k`` shifted (strided) slices of the zero-padded input, one per
+kernel entry, side by side as the columns of ``cols`` ``(batch*out_h*out_w,
+k*k*C_in)`` (:func:`~nnx.layers.images.im2col`), with a column of ones for the
+bias; then ``y = [cols 1] @ [w; b]``. Backward: ``[dw; db] = [cols 1]^T dy``,
+``dcols = dy w^T``, and ``dx`` adds each of the ``k*k`` column blocks back into
+the slice it came from (:func:`~nnx.layers.images.col2im`). The buffers live
 for one batch only. On PyTorch tensors the library's own convolution computes the
 same sums (``nnx.backends.conv_fast``; symmetric padding only).
 """
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
-from array_api_compat import device as device_of
-
-from ..backends import conv_fast
+from ..backends import array_namespace, conv_fast
 from ..errors import ConfigError
 from ..initializers import get_initializer
 from .base import Layer
-from .images import (
-    add_window,
-    check_images,
-    crop,
-    images_in,
-    positive_int,
-    window,
-    window_output,
-    zero_pad,
-)
+from .images import check_images, col2im, im2col, images_in, positive_int, window_output
 
 
 class Conv2D(Layer):
@@ -98,18 +87,12 @@ class Conv2D(Layer):
         self.zero_grads()
 
     def _columns(self, x):
-        """im2col of ``x``: ``cols`` ``(batch*out_h*out_w, k*k*C)``, columns ordered
-        (i, j, c) like ``w`` reshaped to ``(k*k*C, filters)``; also the padded shape,
-        the padding before (top, left) and the output size (out_h, out_w)."""
-        xp = array_namespace(x)
-        bsz, h, wd, c = x.shape
+        """im2col of ``x``: ``cols`` ``(batch*out_h*out_w, k*k*C [+ 1])``, columns ordered
+        (i, j, c) like ``w`` reshaped to ``(k*k*C, filters)``, then a column of ones with
+        a bias; also the padding before (top, left) and the output size (out_h, out_w)."""
         k, s = self.kernel_size, self.stride
-        top, bottom, left, right, ho, wo = window_output(self, (h, wd), k, s, self.padding)
-        xpad = zero_pad(x, top, bottom, left, right)
-        cols = xp.concat([window(xpad, i, j, s, ho, wo) for i in range(k) for j in range(k)],
-                         axis=3)
-        return (xp.reshape(cols, (bsz * ho * wo, k * k * c)), tuple(xpad.shape), (top, left),
-                (ho, wo))
+        top, _, left, _, ho, wo = window_output(self, tuple(x.shape[1:3]), k, s, self.padding)
+        return im2col(x, k, s, (top, left), (ho, wo), ones=self.bias), (top, left), (ho, wo)
 
     def forward(self, x, *, train=False):
         check_images(self, x, self.in_channels)
@@ -121,13 +104,12 @@ class Conv2D(Layer):
             if top == bottom and left == right:
                 return self._fast_forward(fast, x, (top, left))
         xp = array_namespace(x)
-        bsz, h, wd, c = x.shape
-        k, s, f = self.kernel_size, self.stride, self.filters
-        cols, padded, (top, left), (ho, wo) = self._columns(x)
+        bsz, c, k, f = x.shape[0], x.shape[3], self.kernel_size, self.filters
+        cols, before, (ho, wo) = self._columns(x)
         w = xp.reshape(self.params["w"], (k * k * c, f))
-        y = xp.matmul(cols, w)
-        if self.bias:
-            y = y + self.params["b"]
+        # the bias is the weight of cols' column of ones: y = [cols 1] @ [w; b]
+        wb = xp.concat([w, xp.reshape(self.params["b"], (1, f))]) if self.bias else w
+        y = xp.matmul(cols, wb)
         # evaluation keeps only x (cols are the largest buffer); a backward rebuilds them
         kept = cols if train else None
         del cols
@@ -135,22 +117,21 @@ class Conv2D(Layer):
         def backward(dy, need_dx=True):
             dy2 = xp.reshape(dy, (bsz * ho * wo, f))
             cols = kept if kept is not None else self._columns(x)[0]
-            # dw = cols^T dy (summed over every output position of the batch), db = sum dy
-            self.grads["w"] += xp.reshape(xp.matmul(cols.mT, dy2), (k, k, c, f))
+            # [dw; db] = [cols 1]^T dy: summed over every output position of the batch
+            dwb = xp.matmul(cols.mT, dy2)
+            self.grads["w"] += xp.reshape(dwb[:k * k * c, ...], (k, k, c, f))
             if self.bias:
-                self.grads["b"] += xp.sum(dy2, axis=0)
+                self.grads["b"] += dwb[k * k * c, ...]
             if not need_dx:
                 return None
-            # dcols = dy w^T, as one (batch, ho, wo, c) block per kernel entry e = (i, j):
-            # dy w_e^T (a batched matmul; contiguous blocks add back twice as fast), each
-            # added back where its slice came from
+            # dcols = dy w^T, one (batch, ho, wo, c) block dy w_e^T per kernel entry e =
+            # (i, j), each added back where its slice came from while it is in cache
             w_e = xp.permute_dims(xp.reshape(w, (k * k, c, f)), (0, 2, 1))
-            dcols = xp.reshape(xp.matmul(dy2, w_e), (k * k, bsz, ho, wo, c))
-            dxpad = xp.zeros(padded, dtype=x.dtype, device=device_of(x))
-            for i in range(k):
-                for j in range(k):
-                    add_window(dxpad, i, j, s, dcols[i * k + j, ...])
-            return crop(dxpad, top, left, h, wd)
+
+            def block(e):
+                return xp.reshape(xp.matmul(dy2, w_e[e, ...]), (bsz, ho, wo, c))
+
+            return col2im(block, tuple(x.shape), k, self.stride, before, (ho, wo))
 
         return xp.reshape(y, (bsz, ho, wo, f)), backward
 

@@ -2,10 +2,12 @@
 
 - :func:`check_images`: the one input check of every image layer;
 - :func:`padding_for` / :func:`out_size`: the sizes of a sliding window;
-- :func:`zero_pad`, :func:`window`, :func:`add_window`: im2col's pieces on the Array
-  API (the standard has no ``pad``, ``as_strided`` or scatter, so padding is a
-  ``concat`` with zeros, a window position is a strided slice, and the backward
-  pass adds into slices);
+- :func:`im2col` / :func:`col2im`: a convolution's columns and their transpose on the
+  Array API (the standard has no ``pad``, ``as_strided`` or scatter, so each window
+  entry is a strided slice copied into one buffer by slice assignment, and the
+  backward pass adds into slices);
+- :func:`window`, :func:`add_window`: one window entry of every window, and its
+  transpose (pooling);
 - :func:`infer_shapes`: per-example shapes through a stack, checked at build time.
 """
 
@@ -78,23 +80,6 @@ def window_output(layer, hw, k: int, stride: int, padding=0, error=DataError):
     return top, bottom, left, right, ho, wo
 
 
-def zero_pad(x, top: int, bottom: int, left: int, right: int):
-    """``x`` ``(batch, h, w, c)`` with zero rows and columns around it (by ``concat``)."""
-    if not (top or bottom or left or right):
-        return x
-    xp = array_namespace(x)
-    b, h, w, c = x.shape
-    dev = device_of(x)
-    if top or bottom:
-        x = xp.concat([xp.zeros((b, top, w, c), dtype=x.dtype, device=dev), x,
-                       xp.zeros((b, bottom, w, c), dtype=x.dtype, device=dev)], axis=1)
-    if left or right:
-        hp = x.shape[1]
-        x = xp.concat([xp.zeros((b, hp, left, c), dtype=x.dtype, device=dev), x,
-                       xp.zeros((b, hp, right, c), dtype=x.dtype, device=dev)], axis=2)
-    return x
-
-
 def _spans(i: int, j: int, stride: int, ho: int, wo: int):
     return (slice(i, i + stride * (ho - 1) + 1, stride),
             slice(j, j + stride * (wo - 1) + 1, stride))
@@ -119,11 +104,85 @@ def add_window(dx, i: int, j: int, stride: int, d, *, disjoint: bool = False) ->
         dx[:, rows, cols, :] += d
 
 
-def crop(x, top: int, left: int, h: int, w: int):
-    """``x[:, top:top+h, left:left+w, :]``: undoes :func:`zero_pad` for a gradient."""
-    if top == 0 and left == 0 and x.shape[1] == h and x.shape[2] == w:
-        return x
-    return x[:, top:top + h, left:left + w, :]
+def _span(i: int, before: int, stride: int, n_out: int, n_in: int):
+    """Outputs ``[first, last)`` whose window entry ``i`` reads a real input row (not
+    padding): ``r * stride + i - before`` in ``[0, n_in)``; and the slice of those rows."""
+    first = min(max(0, -((i - before) // stride)), n_out)  # ceil((before - i) / stride)
+    last = max(min(n_out, (n_in - 1 - i + before) // stride + 1), first)
+    if last == first:
+        return first, first, slice(0, 0)
+    start = first * stride + i - before
+    return first, last, slice(start, start + stride * (last - first - 1) + 1, stride)
+
+
+def _entries(k: int, stride: int, before, out, hw):
+    """For each window entry ``e = i*k + j``: ``(e, output rows, output columns, input
+    rows, input columns)`` of the outputs that read real inputs, and the output strips
+    ``[(rows, columns), ...]`` that read padding."""
+    for i in range(k):
+        r0, r1, rows = _span(i, before[0], stride, out[0], hw[0])
+        for j in range(k):
+            c0, c1, cols = _span(j, before[1], stride, out[1], hw[1])
+            pads = [(slice(0, r0), slice(None)), (slice(r1, None), slice(None)),
+                    (slice(r0, r1), slice(0, c0)), (slice(r0, r1), slice(c1, None))]
+            sizes = [r0, out[0] - r1, c0 * (r1 - r0), (out[1] - c1) * (r1 - r0)]
+            pads = [p for p, size in zip(pads, sizes) if size]  # no empty writes
+            yield i * k + j, slice(r0, r1), slice(c0, c1), rows, cols, pads
+
+
+def im2col(x, k: int, stride: int, before, out, *, ones: bool = False):
+    """The ``k x k`` windows of ``x`` ``(batch, h, w, c)``, zero-padded by ``before =
+    (top, left)``, side by side: ``cols`` ``(batch*out_h*out_w, k*k*c [+ 1])``, column
+    ``(i*k + j)*c + ch`` of row ``(b, r, s)`` holding ``xpad[b, r*stride + i, s*stride + j,
+    ch]``; ``ones`` adds a last column of ones (the bias's input, so that one matmul
+    adds the bias and its transpose sums ``db``).
+
+    One buffer written by slice assignment: each entry copies the inputs its windows
+    read and writes zeros where they read padding, so no padded copy of ``x`` is made.
+    With one channel the buffer is ``(k*k [+ 1], batch, out_h, out_w)`` and ``cols`` its
+    transpose, so that each copy runs along image rows instead of one value at a time.
+    """
+    xp = array_namespace(x)
+    b, h, w, c = x.shape
+    (ho, wo), kk = out, k * k
+    n, width = b * ho * wo, kk * c + (1 if ones else 0)
+    dev = device_of(x)
+    if c == 1:
+        buf, src = xp.empty((width, b, ho, wo), dtype=x.dtype, device=dev), x[..., 0]
+
+        def at(e, rows, cols):
+            return e, slice(None), rows, cols
+    else:
+        buf, src = xp.empty((b, ho, wo, width), dtype=x.dtype, device=dev), x
+
+        def at(e, rows, cols):
+            return slice(None), rows, cols, slice(e * c, (e + 1) * c)
+    for e, rows, cols, in_rows, in_cols, pads in _entries(k, stride, before, out, (h, w)):
+        buf[at(e, rows, cols)] = src[:, in_rows, in_cols, ...]
+        for pad_rows, pad_cols in pads:
+            buf[at(e, pad_rows, pad_cols)] = 0.0
+    if ones:  # the last column
+        if c == 1:
+            buf[kk, ...] = 1.0
+        else:
+            buf[..., kk * c] = 1.0
+    return xp.reshape(buf, (width, n)).mT if c == 1 else xp.reshape(buf, (n, width))
+
+
+def col2im(block, shape, k: int, stride: int, before, out):
+    """The transpose of :func:`im2col`: ``dx`` of ``shape`` ``(batch, h, w, c)`` from the
+    column blocks ``block(e)`` ``(batch, out_h, out_w, c)`` of window entries ``e = i*k +
+    j``, each block's values added where its entry read a real input (overlapping
+    windows accumulate; what fell on padding is dropped). Asking for one block at a
+    time keeps one block alive, not all ``k*k``."""
+    dx = None
+    for e, rows, cols, in_rows, in_cols, _ in _entries(k, stride, before, out, shape[1:3]):
+        d = block(e)
+        if dx is None:
+            xp = array_namespace(d)
+            dx = xp.zeros(shape, dtype=d.dtype, device=device_of(d))
+        dx[:, in_rows, in_cols, :] += d[:, rows, cols, :]
+    return dx
 
 
 def reshapes(layer) -> bool:

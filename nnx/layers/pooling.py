@@ -12,7 +12,15 @@ from array_api_compat import device as device_of
 
 from ..errors import ConfigError
 from .base import Layer
-from .images import add_window, check_images, images_in, positive_int, window, window_output
+from .images import (
+    add_window,
+    check_images,
+    images_in,
+    out_size,
+    positive_int,
+    window,
+    window_output,
+)
 
 
 class _Pool2D(Layer):
@@ -38,14 +46,17 @@ class _Pool2D(Layer):
         return ho, wo, [window(x, i, j, s, ho, wo) for i in range(k) for j in range(k)]
 
     def _scatter(self, x, pieces):
-        """``dx`` of ``x``'s shape: each ``pieces[i*k + j]`` added back at window entry (i, j)."""
+        """``dx`` of ``x``'s shape: each ``pieces(i*k + j)`` added back at window entry (i, j)."""
         xp = array_namespace(x)
-        dx = xp.zeros(tuple(x.shape), dtype=x.dtype, device=device_of(x))
-        k = self.size
+        k, s = self.size, self.stride
+        ho, wo = out_size(x.shape[1], k, s), out_size(x.shape[2], k, s)
+        # windows that tile x exactly write every entry once: nothing to zero first
+        tiles = s == k and x.shape[1] == ho * k and x.shape[2] == wo * k
+        dx = (xp.empty if tiles else xp.zeros)(tuple(x.shape), dtype=x.dtype,
+                                               device=device_of(x))
         for i in range(k):
             for j in range(k):
-                add_window(dx, i, j, self.stride, pieces(i * k + j),
-                           disjoint=self.stride >= k)
+                add_window(dx, i, j, s, pieces(i * k + j), disjoint=s >= k)
         return dx
 
     def config(self) -> dict:
@@ -70,16 +81,13 @@ class MaxPool2D(_Pool2D):
             y = xp.maximum(y, p)
 
         def backward(dy):
-            # window entry e takes dy where it equals the maximum and no earlier entry did
-            taken, routed = None, []
-            for p in pieces:
-                hit = p == y
-                if taken is None:
-                    taken = hit
-                else:
-                    hit = xp.logical_and(hit, xp.logical_not(taken))
-                    taken = xp.logical_or(taken, hit)
-                routed.append(xp.astype(hit, dy.dtype) * dy)  # faster than where() on NumPy
+            # entry e takes what is left of dy where it equals the maximum: the first
+            # largest entry of each window takes it all, the others nothing
+            left, routed = dy, []
+            for e, p in enumerate(pieces):
+                routed.append(xp.astype(p == y, dy.dtype) * left)  # faster than where()
+                if e + 1 < len(pieces):
+                    left = left - routed[e]
             return self._scatter(x, lambda e: routed[e])
 
         return y, backward
