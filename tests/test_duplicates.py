@@ -63,3 +63,45 @@ def test_the_doctors_duplicate_mask_is_the_duplicate_finder():
     mask = duplicate_rows(a, b)
     assert mask.sum() == found.count > 0 and mask[found.examples[:, 1]].all()
     assert not duplicate_rows(a, np.zeros((0, 3))).size
+
+
+def _brute_force(a, b):
+    """(row of a, row of b) of every row of b equal to some row of a (the first such)."""
+    pairs = []
+    for j, row in enumerate(b):
+        same = np.flatnonzero(np.all(a == row, axis=1))
+        if same.size:
+            pairs.append([int(same[0]), j])
+    return pairs
+
+
+@pytest.mark.parametrize("chunk_bytes", [8, 100, 1 << 18])
+def test_hashing_a_block_of_rows_at_a_time_finds_the_same_rows(monkeypatch, chunk_bytes):
+    from nnx.data import duplicates
+
+    monkeypatch.setattr(duplicates, "_CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 3, (257, 5)).astype(np.float32)  # 20 bytes a row: padded words
+    a[::7] *= -1  # -0.0 among them
+    b = rng.integers(0, 3, (131, 5)).astype(np.float32)
+    found = find_duplicates(a, b, max_examples=len(b))
+    assert found.examples.tolist() == _brute_force(a, b) and found.count > 10
+    within = find_duplicates(a, max_examples=len(a))
+    expected = sorted(([i, j] for j in range(len(a)) for i in range(j)
+                       if (a[i] == a[j]).all() and not any((a[k] == a[j]).all()
+                                                           for k in range(i))),
+                      key=lambda p: p[1])
+    assert within.examples.tolist() == expected
+
+
+def test_rows_whose_hashes_collide_are_told_apart(monkeypatch):
+    from nnx.data import duplicates
+
+    # every multiplier 0: every row hashes to 0, so each is compared with every candidate
+    monkeypatch.setattr(duplicates, "_multipliers", lambda words: np.zeros(words, np.uint64))
+    a = np.array([[1, 2], [3, 4], [5, 6], [3, 4]], np.int64)
+    b = np.array([[5, 6], [7, 8], [3, 4]], np.int64)
+    found = find_duplicates(a, b)
+    assert found.count == 2 and found.examples.tolist() == [[2, 0], [1, 2]]
+    within = find_duplicates(a)
+    assert within.count == 1 and within.examples.tolist() == [[1, 3]]

@@ -39,16 +39,72 @@ def _row_bytes(x: np.ndarray, dtype) -> np.ndarray:
     return raw.view(np.uint64)
 
 
-def _row_hashes(words: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """A 64-bit hash per row: mixed words times fixed odd multipliers, summed mod 2**64."""
-    mult = np.random.default_rng(12345).integers(1, 2**63, words.shape[1], dtype=np.uint64)
-    mult |= np.uint64(1)
-    out = np.empty(words.shape[0], np.uint64)
-    for start in range(0, words.shape[0], chunk):
-        w = words[start:start + chunk]
-        w = w ^ (w >> np.uint64(29))
-        out[start:start + chunk] = (w * mult).sum(axis=1, dtype=np.uint64)
+#: rows are hashed this many bytes at a time, so that every pass over them stays in the
+#: cache (60,000 x 784 float32 in about a third of the time of one pass per operation)
+_CHUNK_BYTES = 1 << 18
+
+
+def _multipliers(words: int) -> np.ndarray:
+    mult = np.random.default_rng(12345).integers(1, 2**63, words, dtype=np.uint64)
+    return mult | np.uint64(1)
+
+
+def _row_hashes(x: np.ndarray, dtype) -> np.ndarray:
+    """A 64-bit hash per row of ``x`` (n, features) in ``dtype``: the row's bytes as
+    :func:`_row_bytes` gives them, each word mixed, times a fixed odd multiplier, summed
+    mod 2**64. Computed a block of rows at a time, never copying the whole array."""
+    dtype = np.dtype(dtype)
+    nbytes = x.shape[1] * dtype.itemsize
+    words = -(-nbytes // 8)
+    mult = _multipliers(words)
+    chunk = max(1, _CHUNK_BYTES // max(8 * words, 1))
+    out = np.empty(x.shape[0], np.uint64)
+    buf = np.zeros((min(chunk, x.shape[0]), 8 * words), np.uint8)  # the padding stays 0
+    mixed = np.empty((buf.shape[0], words), np.uint64)
+    for start in range(0, x.shape[0], chunk):
+        part = x[start:start + chunk]
+        k = part.shape[0]
+        values = buf[:k, :nbytes].view(dtype)
+        if dtype.kind == "f":
+            np.add(part, 0, out=values, casting="unsafe")  # -0.0 becomes 0.0
+        else:
+            values[...] = part
+        w, m = buf[:k].view(np.uint64), mixed[:k]
+        np.right_shift(w, np.uint64(29), out=m)
+        np.bitwise_xor(m, w, out=m)
+        np.multiply(m, mult, out=m)
+        m.sum(axis=1, dtype=np.uint64, out=out[start:start + k])
     return out
+
+
+def _equal_rows(x_a, ia, x_b, ib, dtype, chunk: int = 4096) -> np.ndarray:
+    """Whether row ``ia[t]`` of ``x_a`` and row ``ib[t]`` of ``x_b`` hold the same bytes in
+    ``dtype`` (-0.0 equal to 0.0), for every ``t``."""
+    same = np.empty(len(ia), bool)
+    for s in range(0, len(ia), chunk):
+        wa = _row_bytes(x_a[ia[s:s + chunk]], dtype)
+        wb = _row_bytes(x_b[ib[s:s + chunk]], dtype)
+        same[s:s + chunk] = np.all(wa == wb, axis=1)
+    return same
+
+
+def _first_equal(x_a, order, cands, x_b, js, dtype) -> np.ndarray:
+    """For each ``js[t]``, the first row ``order[k]`` of ``x_a``, ``k`` in the candidate
+    range ``cands[t] = (lo, hi)``, equal to row ``js[t]`` of ``x_b``; -1 where none is.
+    The first candidates are compared together; the others (a hash collision) one by one."""
+    lo, hi = cands
+    found = np.full(len(js), -1, np.int64)
+    if not len(js):
+        return found
+    first = order[lo]
+    same = _equal_rows(x_a, first, x_b, js, dtype)
+    found[same] = first[same]
+    for t in np.flatnonzero(~same & (hi - lo > 1)):  # almost never: a collision
+        for k in range(lo[t] + 1, hi[t]):
+            if _equal_rows(x_a, order[k:k + 1], x_b, js[t:t + 1], dtype)[0]:
+                found[t] = order[k]
+                break
+    return found
 
 
 def _rows(x) -> np.ndarray:
@@ -72,35 +128,27 @@ def find_duplicates(x_a, x_b=None, *, max_examples: int = 5) -> Duplicates:
     if x_a.shape[1] != x_b.shape[1]:
         raise DataError(f"cannot compare rows of {x_a.shape[1]} and {x_b.shape[1]} features")
     dtype = np.result_type(x_a, x_b)
-    wa, wb = _row_bytes(x_a, dtype), _row_bytes(x_b, dtype)
-    ha, hb = _row_hashes(wa), _row_hashes(wb)
+    ha, hb = _row_hashes(x_a, dtype), _row_hashes(x_b, dtype)
     order = np.argsort(ha, kind="stable")
     sorted_ha = ha[order]
     left = np.searchsorted(sorted_ha, hb, side="left")
     right = np.searchsorted(sorted_ha, hb, side="right")
-    pairs = []
-    for j in np.flatnonzero(right > left):
-        for k in range(left[j], right[j]):  # almost always one candidate
-            if np.array_equal(wa[order[k]], wb[j]):
-                pairs.append((int(order[k]), int(j)))
-                break
-    examples = np.array(pairs[:max_examples], dtype=np.int64).reshape(-1, 2)
-    return Duplicates(len(pairs), examples)
+    js = np.flatnonzero(right > left)
+    found = _first_equal(x_a, order, (left[js], right[js]), x_b, js, dtype)
+    hit = found >= 0
+    pairs = np.stack([found[hit], js[hit]], axis=1)
+    return Duplicates(int(hit.sum()), pairs[:max_examples].astype(np.int64).reshape(-1, 2))
 
 
 def _self_duplicates(x: np.ndarray, max_examples: int) -> Duplicates:
-    words = _row_bytes(x, x.dtype)
-    h = _row_hashes(words)
+    h = _row_hashes(x, x.dtype)
     order = np.argsort(h, kind="stable")
     sorted_h = h[order]
-    pairs = []
-    for pos in np.flatnonzero(sorted_h[1:] == sorted_h[:-1]) + 1:
-        later = int(order[pos])
-        start = int(np.searchsorted(sorted_h, sorted_h[pos], side="left"))
-        for k in range(start, pos):
-            if np.array_equal(words[order[k]], words[later]):
-                pairs.append((int(order[k]), later))
-                break
-    pairs.sort(key=lambda p: p[1])
-    examples = np.array(pairs[:max_examples], dtype=np.int64).reshape(-1, 2)
-    return Duplicates(len(pairs), examples)
+    later = np.flatnonzero(sorted_h[1:] == sorted_h[:-1]) + 1  # positions in sorted order
+    starts = np.searchsorted(sorted_h, sorted_h[later], side="left")
+    rows = order[later]
+    found = _first_equal(x, order, (starts, later), x, rows, x.dtype)
+    hit = found >= 0
+    pairs = np.stack([found[hit], rows[hit]], axis=1)
+    pairs = pairs[np.argsort(pairs[:, 1], kind="stable")]
+    return Duplicates(int(hit.sum()), pairs[:max_examples].astype(np.int64).reshape(-1, 2))
