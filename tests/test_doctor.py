@@ -126,6 +126,25 @@ def test_monitor_statistics_match_numpy():
     assert loss.name == "softmax_cross_entropy"
 
 
+def test_update_norms_of_large_matrices_come_from_a_strided_sample():
+    from nnx.doctor.monitor import UPDATE_SAMPLE, update_stride
+
+    for shape in [(784, 512), (512, 256), (3, 3, 32, 64), (4096,), (64, 64)]:
+        stride = update_stride(shape)
+        n = int(np.prod(shape))
+        assert len(range(0, n, stride)) <= UPDATE_SAMPLE or stride == 1
+        assert stride == 1 if n <= UPDATE_SAMPLE else np.gcd(stride, shape[-1]) == 1
+    # plain SGD: each update is exactly lr * gradient, so its norm is lr * ||g||
+    x, y = blobs(256)
+    model = nnx.mlp([2, 256, 128, 3]).init("cpu", 0)  # a 256 x 128 matrix: sampled
+    mon = Monitor(every=1)
+    _hand_loop(model, x, y, 12, mon, lr=0.1)
+    ratio = mon.trace.update_norm / (0.1 * mon.trace.grad_norm)
+    assert update_stride((256, 128)) > 1 and update_stride((128, 3)) == 1
+    np.testing.assert_allclose(ratio[:, 1], 1.0, rtol=0.1)  # the sampled matrix
+    np.testing.assert_allclose(ratio[:, [0, 2]], 1.0, rtol=1e-3)  # every entry
+
+
 def test_monitor_reads_the_host_only_at_flushes():
     reads = []
     base = backends.get("numpy")
