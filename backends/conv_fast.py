@@ -6,13 +6,18 @@ cuDNN on a GPU) on the same (batch, height, width, channels) arrays, viewed as
 channels-last NCHW, so nothing is copied into another layout. The sums are the same
 in another order: results equal the portable path's within float rounding
 (tests/test_fast_paths.py), not bitwise. Only symmetric padding takes the fast path
-(an even kernel's "same" padding does not). Set ``ENABLED = False`` to use the
-portable path everywhere.
+(an even kernel's "same" padding does not).
+
+On NumPy arrays only the im2col differs (:func:`numpy_im2col`): the same columns,
+bitwise, copied in one pass from a view of all the windows
+(``sliding_window_view``), which the standard does not have; the portable path
+copies one kernel entry at a time, ``channels`` values per window. Set
+``ENABLED = False`` to use the portable path everywhere.
 """
 
 from __future__ import annotations
 
-from array_api_compat import is_torch_array
+from array_api_compat import is_numpy_array, is_torch_array
 
 #: switch for every fast convolution (tests compare both paths)
 ENABLED = True
@@ -23,6 +28,41 @@ def for_array(x):
     if ENABLED and is_torch_array(x):
         return TorchConv
     return None
+
+
+def im2col_for(x):
+    """The library's own im2col for ``x`` (:func:`numpy_im2col`), or None."""
+    if ENABLED and is_numpy_array(x):
+        return numpy_im2col
+    return None
+
+
+def numpy_im2col(x, k: int, stride: int, before, out, *, ones: bool = False):
+    """``nnx.layers.images.im2col`` on NumPy: ``cols`` ``(batch*out_h*out_w, k*k*c [+ 1])``
+    of ``x`` ``(batch, h, w, c)`` zero-padded by ``before = (top, left)``, bitwise the
+    same. One copy from the windows' view ``(batch, out_h, out_w, k, k, c)``, whose last
+    ``k*c`` values (a window row) are contiguous, into the same view of ``cols``."""
+    import numpy as np
+    from numpy.lib.stride_tricks import as_strided, sliding_window_view
+
+    b, h, w, c = x.shape
+    (ho, wo), (top, left) = out, before
+    # the rows and columns the windows read, zeros where they fall outside x
+    hp, wp = (ho - 1) * stride + k, (wo - 1) * stride + k
+    xpad = np.zeros((b, hp, wp, c), dtype=x.dtype)
+    rows, cols = max(0, min(h, hp - top)), max(0, min(w, wp - left))
+    xpad[:, top:top + rows, left:left + cols, :] = x[:, :rows, :cols, :]
+    windows = sliding_window_view(xpad, (k, k), axis=(1, 2))[:, ::stride, ::stride]
+    width = k * k * c + (1 if ones else 0)
+    buf = np.empty((b, ho, wo, width), dtype=x.dtype)
+    size = buf.itemsize
+    # the first k*k*c columns of each row, as (k, k, c): a view into buf, written in place
+    target = as_strided(buf, shape=(b, ho, wo, k, k, c),
+                        strides=buf.strides[:3] + (k * c * size, c * size, size))
+    target[...] = windows.transpose(0, 1, 2, 4, 5, 3)
+    if ones:  # the bias's column
+        buf[..., -1] = 1.0
+    return buf.reshape(b * ho * wo, width)
 
 
 class TorchConv:

@@ -154,6 +154,39 @@ def test_torch_fast_path_equals_the_portable_path(k, s, pad, h, w, c, f, dtype, 
         close(fast, portable, tol)
 
 
+@pytest.mark.parametrize("k, s, pad, h, w, c, f", CONVS + [(2, 1, 3, 3, 4, 2, 2),
+                                                      (3, 3, 4, 5, 5, 3, 2)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_numpy_im2col_is_bitwise_the_portable_one(k, s, pad, h, w, c, f, bias, dtype,
+                                                  monkeypatch):
+    """On NumPy Conv2D takes its columns from one copy of every window
+    (nnx.backends.conv_fast.numpy_im2col): bitwise the portable columns, so bitwise the
+    same values and gradients."""
+    from nnx.backends import conv_fast
+
+    from nnx.layers.images import im2col, window_output
+
+    backend = backends.get("numpy")
+    x = np.random.default_rng(5).standard_normal((3, h, w, c)).astype(dtype)
+    conv = nnx.Conv2D(f, k, s, pad, bias=bias, in_channels=c)
+    top, _, left, _, ho, wo = window_output(conv, (h, w), k, s, pad)
+    args = (x, k, s, (top, left), (ho, wo))
+    fast, portable = conv_fast.numpy_im2col(*args, ones=bias), im2col(*args, ones=bias)
+    assert fast.dtype == portable.dtype and fast.shape == portable.shape
+    assert fast.tobytes() == np.ascontiguousarray(portable).tobytes()
+    got = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(conv_fast, "ENABLED", enabled)
+        conv = nnx.Conv2D(f, k, s, pad, bias=bias, in_channels=c)
+        conv.init(backend, np.random.default_rng(0), dtype)
+        y, backward = conv.forward(x, train=True)
+        dx = backward(np.random.default_rng(6).standard_normal(y.shape).astype(dtype))
+        got[enabled] = [y, dx, *conv.grads.values()]
+    for a, b in zip(got[True], got[False]):
+        assert a.dtype == b.dtype and a.tobytes() == np.ascontiguousarray(b).tobytes()
+
+
 class TorchCNN(torch.nn.Module):
     """The classic CNN in PyTorch, NCHW, flattening in nnx's (h, w, c) order; dropout
     uses the masks it is given so both libraries drop the same units."""

@@ -75,22 +75,33 @@ class MaxPool2D(_Pool2D):
     def forward(self, x, *, train=False):
         xp = array_namespace(x)
         ho, wo, pieces = self._windows(x)
-        # elementwise maxima of the size*size slices: one pass each, no reduction axis
-        y = pieces[0]
-        for p in pieces[1:]:
-            y = xp.maximum(y, p)
+        y, wins = _running_max(xp, pieces, train)
 
         def backward(dy):
-            # entry e takes what is left of dy where it equals the maximum: the first
-            # largest entry of each window takes it all, the others nothing
-            left, routed = dy, []
-            for e, p in enumerate(pieces):
-                routed.append(xp.astype(p == y, dy.dtype) * left)  # faster than where()
-                if e + 1 < len(pieces):
-                    left = left - routed[e]
+            # the last entry that beat every entry before it is the window's first
+            # largest one: walking back from the last entry, each winner takes what is
+            # left of dy, and entry 0 what no later entry took
+            beat = wins if wins is not None else _running_max(xp, pieces, True)[1]
+            routed, left = [None] * len(pieces), dy
+            for e in range(len(pieces) - 1, 0, -1):
+                routed[e] = xp.astype(beat[e - 1], dy.dtype) * left  # faster than where()
+                left = left - routed[e]
+            routed[0] = left
             return self._scatter(x, lambda e: routed[e])
 
         return y, backward
+
+
+def _running_max(xp, pieces, wins: bool):
+    """The elementwise maximum of ``pieces`` (one pass each) and, with ``wins``, for each
+    entry ``e >= 1`` where it is larger than every entry before it (ties stay with the
+    earlier entry), else None."""
+    y, beat = pieces[0], []
+    for p in pieces[1:]:
+        if wins:
+            beat.append(p > y)
+        y = xp.maximum(y, p)
+    return y, beat if wins else None
 
 
 class AvgPool2D(_Pool2D):
