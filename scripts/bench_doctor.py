@@ -57,6 +57,16 @@ def pair_costs(without: list[float], with_doctor: list[float]) -> tuple[float, l
     return statistics.median(costs), costs
 
 
+def own_share(with_doctor: list[float], seconds: list[dict]) -> dict:
+    """The doctor's own time (``Doctor.seconds`` of each run with it) as a share of the rest
+    of that run's training time, the median over the runs, in all and by part."""
+    def share(part):
+        return statistics.median(
+            (sum(s.values()) if part is None else s[part]) / (t - sum(s.values()))
+            for t, s in zip(with_doctor, seconds))
+    return {"all": share(None), **{part: share(part) for part in seconds[0]}}
+
+
 def disturbed_pairs(others: list[tuple]) -> int:
     """Pairs in which other processes took more than ``BUSY`` of the CPU during either run."""
     return sum(any(o is not None and o > BUSY for o in pair) for pair in others)
@@ -69,9 +79,9 @@ def _load() -> float | None:
 def time_pairs(run, pairs: int, pause: float) -> dict:
     """``run(doctor) -> (wall s, cpu s, info)`` timed ``pairs`` times each way, interleaved
     (without, with; then with, without; ...). Returns the times, the other processes'
-    share of each run, the load average around each pair and the last ``info`` of each."""
+    share of each run, the load average around each pair and the ``info`` of each run."""
     run(False), run(True)  # untimed: imports and first calls
-    out = {"wall": ([], []), "cpu": ([], []), "others": [], "load": [], "info": [None, None]}
+    out = {"wall": ([], []), "cpu": ([], []), "others": [], "load": [], "info": ([], [])}
     meter = CpuMeter()
     for p in range(pairs):
         order = (False, True) if p % 2 == 0 else (True, False)
@@ -83,7 +93,7 @@ def time_pairs(run, pairs: int, pause: float) -> dict:
             others[doctor] = meter.stop()
             out["wall"][doctor].append(wall)
             out["cpu"][doctor].append(cpu)
-            out["info"][doctor] = info
+            out["info"][doctor].append(info)
         load.append(_load())
         out["others"].append(tuple(others))
         out["load"].append(load)
@@ -96,9 +106,11 @@ def cost_row(name: str, timed: dict) -> dict:
     wall, costs = pair_costs(*timed["wall"])
     cpu, cpu_costs = pair_costs(*timed["cpu"])
     loads = [v for pair in timed["load"] for v in pair if v is not None]
-    info = dict(timed["info"][1] or {})
+    info = dict(timed["info"][1][-1])
     about = {k: info.pop(k) for k in ABOUT if k in info}
-    return {"config": name, **about, "cost": wall, "cpu_cost": cpu, "costs": costs,
+    info.pop("seconds", None)
+    own = own_share(timed["wall"][1], [i["seconds"] for i in timed["info"][1]])
+    return {"config": name, **about, "cost": wall, "cpu_cost": cpu, "own": own, "costs": costs,
             "cpu_costs": cpu_costs, "s_without": statistics.median(timed["wall"][0]),
             "s_with": statistics.median(timed["wall"][1]), "wall_s": timed["wall"],
             "cpu_s": timed["cpu"], "others_cpu": timed["others"],
@@ -144,7 +156,7 @@ def _doctor_info(doctor, said) -> dict:
         return {}
     report = doctor.report
     return {"said": said, "healthy": report.healthy, "fixes_verified": bool(report.trials),
-            "findings": sorted(report.ids())}
+            "findings": sorted(report.ids()), "seconds": dict(doctor.seconds)}
 
 
 def mnist_run(data, epochs: int):
@@ -214,3 +226,6 @@ def print_cost(row: dict) -> None:
     verified = ("fixes verified" if doc.get("fixes_verified") else
                 "no fix verification (it runs only on a run with findings)")
     print(f"  {'':<15} the doctor said: {said}; {verified}")
+    own = row["own"]
+    print(f"  {'':<15} its own time (Doctor.seconds): {100 * own['all']:.1f}% of the rest of "
+          "training: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in own.items() if k != "all"))

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
 
-from bench_doctor import cost_row, disturbed_pairs, pair_costs  # noqa: E402
+from bench_doctor import cost_row, disturbed_pairs, own_share, pair_costs  # noqa: E402
 from bench_report import goals  # noqa: E402
 
 
@@ -26,12 +26,21 @@ def test_a_pair_is_disturbed_when_either_run_was():
     assert disturbed_pairs([(0.0, 0.01), (0.2, 0.0), (None, 0.06), (None, None)]) == 2
 
 
+def test_own_share_is_the_doctors_seconds_against_the_rest_of_the_run():
+    seconds = [{"checks": 0.01, "monitor": 0.03}, {"checks": 0.02, "monitor": 0.08},
+               {"checks": 0.0, "monitor": 0.0}]
+    own = own_share([1.04, 1.1, 1.0], seconds)
+    assert own["all"] == pytest.approx(0.04 / 1.0)  # of 0.04, 0.1 / 1.0 and 0
+    assert own["checks"] == pytest.approx(0.01) and own["monitor"] == pytest.approx(0.03)
+
+
 def _timed(without, with_doctor, others=None):
     n = len(without)
+    last = {"steps": 10, "epochs": 2, "said": ["doctor: healthy"], "fixes_verified": False}
     return {"wall": (without, with_doctor), "cpu": (without, [w * 0.5 for w in with_doctor]),
             "others": others or [(0.0, 0.0)] * n, "load": [[1.0, 1.5]] * (n - 1) + [[None, 2.0]],
-            "info": [{"steps": 9}, {"steps": 10, "epochs": 2, "said": ["doctor: healthy"],
-                                    "fixes_verified": False}]}
+            "info": ([{"steps": 9}] * n, [{"steps": 9, "seconds": {"checks": 0.0}}] * (n - 1)
+                     + [{**last, "seconds": {"checks": 0.01}}])}
 
 
 def test_cost_row_takes_the_run_and_the_doctor_apart():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import numpy as np
 import pytest
@@ -352,3 +353,25 @@ def test_data_checks_are_remembered_per_data_set(monkeypatch):
     pixels /= 255.0  # changed in place: checked again
     static.check_data(model, "cross_entropy", pixels, y)
     assert len(calls) == 1
+    static.clear_data_checks()  # as in a new process: read again
+    static.check_data(model, "cross_entropy", pixels, y)
+    assert len(calls) == 2
+
+
+def test_the_doctor_times_itself():
+    x, y = blobs(300)
+    doctor = Doctor(verbose=False, verify_fixes=True)
+    trainer = Trainer(nnx.mlp([2, 16, 3]), optimizer="sgd", lr=0.1, callbacks=[doctor])
+    start = time.perf_counter()
+    trainer.fit(x, y, epochs=3, batch_size=32)
+    elapsed = time.perf_counter() - start
+    seconds = doctor.seconds
+    assert set(seconds) == {"checks", "monitor", "report", "verify"}
+    assert seconds["checks"] > 0 and seconds["monitor"] > 0 and seconds["report"] > 0
+    assert seconds["verify"] == 0 and not doctor.report.trials  # healthy: nothing to try
+    assert sum(seconds.values()) < elapsed
+    sick = Doctor(verbose=False, verify_fixes=True)  # lr 50 diverges: fixes are tried
+    with pytest.raises(nnx.NonFiniteError):
+        Trainer(nnx.mlp([2, 32, 3]), optimizer="momentum", lr=50.0, callbacks=[sick]).fit(
+            x, y, epochs=3, batch_size=32)
+    assert sick.report.trials and sick.seconds["verify"] > 0

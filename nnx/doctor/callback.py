@@ -16,6 +16,7 @@ Nothing is read from the device inside a step.
 from __future__ import annotations
 
 import sys
+from time import perf_counter
 
 from ..losses import get_loss
 from ..train.callbacks import Callback
@@ -59,6 +60,13 @@ class Doctor(Callback):
         retrain a copy of the run from the same initial weights for
         ``verify_steps`` steps with each fix applied, report what each did, and keep
         only those that help.
+
+    Attributes
+    ----------
+    report : the :class:`Report` of the last run (None before its end).
+    seconds : the doctor's own time in the last run, in seconds: ``"checks"`` (before
+        the first step), ``"monitor"`` (inside the steps), ``"report"`` (the diagnosis
+        and its files) and ``"verify"`` (retraining copies of the run to try fixes).
     """
 
     #: with several ranks, only rank 0 runs it (it prints and writes files)
@@ -77,6 +85,7 @@ class Doctor(Callback):
         self.verify_fixes, self.verify_steps = bool(verify_fixes), int(verify_steps)
         self.static_findings: list = []
         self.report: Report | None = None
+        self.seconds = dict.fromkeys(("checks", "monitor", "report", "verify"), 0.0)
         self._trainer = None
         self._copy: RunCopy | None = None
 
@@ -87,6 +96,8 @@ class Doctor(Callback):
     # --- callback hooks ---------------------------------------------------
 
     def on_train_begin(self, trainer) -> None:
+        start = perf_counter()
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
         model, loss = trainer.model, get_loss(trainer.loss)
         self._trainer, self._model, self._loss = trainer, model, loss
         self.report = None
@@ -102,13 +113,19 @@ class Doctor(Callback):
         meta = self.trace.meta
         meta.clear()
         meta.update(run_meta(trainer, loss, model, to_host(model, y) if y is not None else None))
+        self.monitor.seconds = 0.0
+        self.seconds["checks"] = perf_counter() - start
 
     def on_backward_end(self, trainer, state) -> None:
+        start = perf_counter()
         self.monitor.after_backward(state.step)
+        self.seconds["monitor"] += perf_counter() - start
 
     def on_step_end(self, trainer, state) -> None:
+        start = perf_counter()
         self.monitor.after_update(state.step, state.loss, trainer.optimizer.lr)
         self.monitor.begin_step(state.step + 1)
+        self.seconds["monitor"] += perf_counter() - start
 
     def on_epoch_end(self, trainer, epoch, logs) -> None:
         entry = {"epoch": int(epoch)}
@@ -130,6 +147,8 @@ class Doctor(Callback):
         """
         if self.report is not None:
             return self.report
+        start = perf_counter()
+        self.seconds["monitor"] += self.monitor.seconds  # its observer, inside the forward
         self.monitor.flush()
         model = self.monitor.model
         self.monitor.detach()
@@ -143,15 +162,18 @@ class Doctor(Callback):
         report = Report(findings, self.trace)
         report.recommendation = recommend(report.findings)
         if self._copy is not None and not report.healthy:
+            tried = perf_counter()
             report.trials = verify(self._copy, self.trace, report, _quiet_doctor,
                                    steps=self.verify_steps)
             report.recommendation = recommend(report.findings, report.trials)
+            self.seconds["verify"] = perf_counter() - tried
         self.report = report
         if self.out_dir:
             figure = (not report.healthy) if self.figure == "auto" else bool(self.figure)
             report.write(self.out_dir, figure=figure)
         if self.verbose:
             self.print_fn(report.summary())
+        self.seconds["report"] = perf_counter() - start - self.seconds["verify"]
         return report
 
     def _note_early_stopping(self) -> None:

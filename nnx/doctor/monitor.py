@@ -40,6 +40,7 @@ Usable without the Trainer::
 from __future__ import annotations
 
 import math
+from time import perf_counter
 
 import numpy as np
 from array_api_compat import is_writeable_array
@@ -110,6 +111,7 @@ class Monitor(Observer):
         self.trace = Trace()
         self.model = None
         self.reads = 0  # host reads done so far (flushes)
+        self.seconds = 0.0  # time spent recording activations (inside the forward passes)
 
     # --- attaching ------------------------------------------------------
 
@@ -182,7 +184,9 @@ class Monitor(Observer):
         if train and self._sampling:
             pos = self._position.get(index)
             if pos is not None:
+                start = perf_counter()
                 self._record_activation(pos, x, y)
+                self.seconds += perf_counter() - start
 
     # --- recording (device only) ------------------------------------------
 
