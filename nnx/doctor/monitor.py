@@ -137,6 +137,7 @@ class Monitor(Observer):
                 shape), stride))))
         params = [(la.name, k) for la, k in self._param_owners]
         self._zero = self.xp.zeros((), dtype=self.dtype, device=self.backend.device)
+        self._ones_of = {}
         self.trace = Trace()
         self.trace.start([u for _, u, _ in self._units], params)
         self._bounds = [self._device_bounds(unit, acts) for _, unit, acts in self._units]
@@ -195,10 +196,12 @@ class Monitor(Observer):
         unit = self._units[pos][1]
         rows, size = z.shape[0], math.prod(z.shape)
         self._elements[pos] = size
-        # sums and sums of squares (dot products: no temporaries); the host turns
+        # sums and sums of squares, all four dot products (no temporaries, and on NumPy a
+        # dot product with ones is three times faster than a float32 sum); the host turns
         # them into means and standard deviations
         zf, af = xp.reshape(z, (-1,)), xp.reshape(a, (-1,))
-        parts = [xp.sum(zf), xp.vecdot(zf, zf), xp.sum(af), xp.vecdot(af, af)]
+        parts = [xp.vecdot(zf, self._ones(size, zf.dtype)), xp.vecdot(zf, zf),
+                 xp.vecdot(af, self._ones(size, af.dtype)), xp.vecdot(af, af)]
         # per-unit counts over every axis but the last, in examples: each position of a
         # feature map (batch, h, w, channels) counts as 1/(h*w) of its example. Only where
         # the last axis holds the units the trace was set up for.
@@ -222,6 +225,14 @@ class Monitor(Observer):
         self._layer_stats[pos] = xp.stack(parts)
         if pos == 0:
             self._rows += rows
+
+    def _ones(self, size: int, dtype):
+        """A vector of ``size`` ones on the device (kept between steps)."""
+        ones = self._ones_of.get(dtype)
+        if ones is None or ones.shape[0] < size:
+            ones = self._ones_of[dtype] = self.xp.ones((size,), dtype=dtype,
+                                                       device=self.backend.device)
+        return ones if ones.shape[0] == size else ones[:size]
 
     def begin_step(self, step: int) -> None:
         """Call before the forward pass of ``step``: decides whether it is sampled."""
@@ -300,13 +311,7 @@ class Monitor(Observer):
         """Copy everything accumulated on the device to the host trace."""
         xp, to_numpy = self.xp, self.backend.to_numpy
         if self._pending_losses:
-            losses = self._pending_losses
-            if all(hasattr(v, "shape") for v in losses):
-                values = to_numpy(xp.stack([xp.astype(v, self.dtype) for v in losses]))
-            else:
-                values = [float(v) for v in losses]
-            self.trace.add_losses(self._pending_loss_steps, values)
-            self.reads += 1
+            self._read_losses()
         if self._pending_samples:
             host = to_numpy(xp.stack([v for _, _, v, _ in self._pending_samples]))
             host = np.asarray(host, dtype=np.float64)
@@ -326,6 +331,17 @@ class Monitor(Observer):
         if self._pending_windows:
             self._read_windows()
         self._pending_losses, self._pending_loss_steps, self._pending_samples = [], [], []
+
+    def _read_losses(self) -> None:
+        """Every pending step's loss to the host in one transfer."""
+        losses, xp, dt = self._pending_losses, self.xp, self.dtype
+        if all(hasattr(v, "shape") for v in losses):
+            values = self.backend.to_numpy(xp.stack([v if v.dtype == dt else xp.astype(v, dt)
+                                                     for v in losses]))
+        else:
+            values = [float(v) for v in losses]
+        self.trace.add_losses(self._pending_loss_steps, values)
+        self.reads += 1
 
     @staticmethod
     def _moments(act: np.ndarray, elements: np.ndarray) -> None:
