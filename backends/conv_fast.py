@@ -11,8 +11,9 @@ in another order: results equal the portable path's within float rounding
 On NumPy arrays only the im2col differs (:func:`numpy_im2col`): the same columns,
 bitwise, copied in one pass from a view of all the windows
 (``sliding_window_view``), which the standard does not have; the portable path
-copies one kernel entry at a time, ``channels`` values per window. Set
-``ENABLED = False`` to use the portable path everywhere.
+copies one kernel entry at a time, ``channels`` values per window. And max-pooling
+takes a NumPy batch in chunks (:func:`batch_parts`) that stay in the cache across
+its passes. Set ``ENABLED = False`` to use the portable path everywhere.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from array_api_compat import is_numpy_array, is_torch_array
 
 #: switch for every fast convolution (tests compare both paths)
 ENABLED = True
+
+#: bytes of input per chunk of :func:`batch_parts`: about half a core's L2 cache
+CHUNK_BYTES = 1 << 20
 
 
 def for_array(x):
@@ -35,6 +39,18 @@ def im2col_for(x):
     if ENABLED and is_numpy_array(x):
         return numpy_im2col
     return None
+
+
+def batch_parts(x) -> list:
+    """Slices of the batch axis of ``x`` ``(batch, ...)`` for a layer that makes several
+    elementwise passes over it: on NumPy about ``CHUNK_BYTES`` each, so that the
+    passes over one chunk read the cache instead of memory; ``[None]`` (the whole batch
+    at once) elsewhere, where a GPU wants few, large kernels."""
+    if not (ENABLED and is_numpy_array(x)) or x.nbytes <= CHUNK_BYTES:
+        return [None]
+    n = x.shape[0]
+    step = max(1, CHUNK_BYTES * n // x.nbytes)
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
 def numpy_im2col(x, k: int, stride: int, before, out, *, ones: bool = False):

@@ -97,6 +97,26 @@ def test_max_pool_ties_send_the_gradient_to_one_input():
     assert dx.sum() == 4 and np.array_equal(dx[0, ::2, ::2, 0], np.ones((2, 2)))
 
 
+@pytest.mark.parametrize("size, stride, h, w", POOLS)
+@pytest.mark.parametrize("train", [True, False])
+def test_max_pool_in_batch_chunks_is_bitwise_the_whole_batch(size, stride, h, w, train,
+                                                             monkeypatch):
+    """On NumPy max-pooling takes the batch in chunks that stay in the cache
+    (nnx.backends.conv_fast.batch_parts): bitwise the values and gradients of the
+    whole batch at once, ties included, with a batch that does not split evenly."""
+    from nnx.backends import conv_fast
+
+    x = np.round(2 * np.random.default_rng(3).standard_normal((7, h, w, 3))) / 2
+    monkeypatch.setattr(conv_fast, "CHUNK_BYTES", x[:2].nbytes)
+    assert len(conv_fast.batch_parts(x)) == 4
+    got = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(conv_fast, "ENABLED", enabled)
+        got[enabled] = run(nnx.MaxPool2D(size, stride), x, train=train)[:2]
+    for a, b in zip(got[True], got[False]):
+        assert a.shape == b.shape and a.tobytes() == np.ascontiguousarray(b).tobytes()
+
+
 def test_global_pool_flatten_and_batchnorm_match_pytorch():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 4, 5, 6)) * 2 + 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
+from ..backends import conv_fast
 from ..errors import ConfigError
 from .base import Layer
 from .images import (
@@ -45,19 +46,23 @@ class _Pool2D(Layer):
         *_, ho, wo = window_output(self, tuple(x.shape[1:3]), k, s)
         return ho, wo, [window(x, i, j, s, ho, wo) for i in range(k) for j in range(k)]
 
-    def _scatter(self, x, pieces):
-        """``dx`` of ``x``'s shape: each ``pieces(i*k + j)`` added back at window entry (i, j)."""
+    def _new_dx(self, x):
+        """A gradient array of ``x``'s shape for :meth:`_scatter_into` to fill."""
         xp = array_namespace(x)
         k, s = self.size, self.stride
         ho, wo = out_size(x.shape[1], k, s), out_size(x.shape[2], k, s)
         # windows that tile x exactly write every entry once: nothing to zero first
         tiles = s == k and x.shape[1] == ho * k and x.shape[2] == wo * k
-        dx = (xp.empty if tiles else xp.zeros)(tuple(x.shape), dtype=x.dtype,
-                                               device=device_of(x))
+        return (xp.empty if tiles else xp.zeros)(tuple(x.shape), dtype=x.dtype,
+                                                 device=device_of(x))
+
+    def _scatter_into(self, dx, pieces) -> None:
+        """Add each ``pieces[i*k + j]`` back into ``dx`` at window entry (i, j)."""
+        k = self.size
         for i in range(k):
             for j in range(k):
-                add_window(dx, i, j, s, pieces(i * k + j), disjoint=s >= k)
-        return dx
+                add_window(dx, i, j, self.stride, pieces[i * k + j],
+                           disjoint=self.stride >= k)
 
     def config(self) -> dict:
         return {"size": self.size, "stride": self.stride}
@@ -74,22 +79,37 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x, *, train=False):
         xp = array_namespace(x)
-        ho, wo, pieces = self._windows(x)
-        y, wins = _running_max(xp, pieces, train)
+        check_images(self, x)
+        # on NumPy a chunk of the batch at a time, so that its passes read the cache
+        parts = [(b, self._windows(_part(x, b))[2]) for b in conv_fast.batch_parts(x)]
+        runs = [_running_max(xp, pieces, train) for _, pieces in parts]
+        y = runs[0][0] if len(runs) == 1 else xp.concat([r[0] for r in runs], axis=0)
 
         def backward(dy):
-            # the last entry that beat every entry before it is the window's first
-            # largest one: walking back from the last entry, each winner takes what is
-            # left of dy, and entry 0 what no later entry took
-            beat = wins if wins is not None else _running_max(xp, pieces, True)[1]
-            routed, left = [None] * len(pieces), dy
-            for e in range(len(pieces) - 1, 0, -1):
-                routed[e] = xp.astype(beat[e - 1], dy.dtype) * left  # faster than where()
-                left = left - routed[e]
-            routed[0] = left
-            return self._scatter(x, lambda e: routed[e])
+            dx = self._new_dx(x)
+            for (b, pieces), (_, wins) in zip(parts, runs):
+                beat = wins if wins is not None else _running_max(xp, pieces, True)[1]
+                self._scatter_into(_part(dx, b), _route(xp, beat, _part(dy, b)))
+            return dx
 
         return y, backward
+
+
+def _part(a, batch):
+    """``a[batch]`` (a view), or ``a`` itself for ``batch`` None."""
+    return a if batch is None else a[batch, ...]
+
+
+def _route(xp, beat, dy) -> list:
+    """``dy`` of each window sent to its first largest entry, as one array per entry:
+    that is the last entry that beat every entry before it, so walking back from the
+    last entry each winner takes what is left of dy, and entry 0 what no later one took."""
+    routed, left = [None] * (len(beat) + 1), dy
+    for e in range(len(beat), 0, -1):
+        routed[e] = xp.astype(beat[e - 1], dy.dtype) * left  # faster than where()
+        left = left - routed[e]
+    routed[0] = left
+    return routed
 
 
 def _running_max(xp, pieces, wins: bool):
@@ -120,8 +140,9 @@ class AvgPool2D(_Pool2D):
         scale = 1.0 / len(pieces)
 
         def backward(dy):
-            share = dy * scale
-            return self._scatter(x, lambda e: share)
+            dx = self._new_dx(x)
+            self._scatter_into(dx, [dy * scale] * len(pieces))
+            return dx
 
         return total * scale, backward
 
