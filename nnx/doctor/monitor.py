@@ -295,11 +295,12 @@ class Monitor(Observer):
                                                           self._update_sample):
                 d = xp.reshape(layer.params[key], (-1,))[::stride] - old
                 usq.append(xp.vecdot(d, d) * scale if stride > 1 else xp.vecdot(d, d))
-            norms = [xp.sqrt(xp.astype(xp.stack(v), dt)) for v in (gsq, wsq, usq)] if n_p else []
+            # gradient, weight and update norms of every matrix, in that order
+            norms = [xp.sqrt(xp.astype(xp.stack(gsq + wsq + usq), dt))] if n_p else []
         else:
-            norms = [xp.full((n_p,), float("nan"), dtype=dt, device=self.backend.device)] * 3
+            norms = [xp.full((3 * n_p,), float("nan"), dtype=dt, device=self.backend.device)]
         self._grad_sample = None
-        flat = [xp.reshape(s, (-1,)) for s in stats] + list(norms)
+        flat = stats + norms
         vector = xp.concat(flat) if flat else xp.zeros((0,), dtype=dt,
                                                       device=self.backend.device)
         self._pending_samples.append((step, float("nan") if lr is None else float(lr), vector,
