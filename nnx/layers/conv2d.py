@@ -7,7 +7,8 @@ bias; then ``y = [cols 1] @ [w; b]``. Backward: ``[dw; db] = [cols 1]^T dy``,
 ``dcols = dy w^T``, and ``dx`` adds each of the ``k*k`` column blocks back into
 the slice it came from (:func:`~nnx.layers.images.col2im`). The buffers live
 for one batch only. On PyTorch tensors the library's own convolution computes the
-same sums (``nnx.backends.conv_fast``; symmetric padding only).
+same sums (``nnx.backends.conv_fast``; symmetric padding only); on NumPy arrays of
+two or more channels its im2col copies every window at once, bitwise the same.
 """
 
 from __future__ import annotations
