@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark nnx against PyTorch and a course-style NumPy loop on an MNIST-shaped MLP.
 
-    python scripts/bench.py                 # 60,000 samples, median of 5 epochs (about 7 minutes)
-    python scripts/bench.py --quick         # 12,000 samples, 2 epochs, under two minutes
+    python scripts/bench.py                 # 60,000 samples, median of 5 epochs (about 7 minutes),
+                                            # then the doctor's cost (about 3 minutes)
+    python scripts/bench.py --quick         # 12,000 samples, 2 epochs, under three minutes
+    python scripts/bench.py --workload doctor   # the doctor's cost alone
     python scripts/bench.py --device cuda   # nnx on CuPy and torch:cuda, PyTorch CUDA
     python scripts/bench.py --native-blas   # let OpenBLAS pick its kernel (see below)
     python scripts/bench.py --workload cnn  # the classic CNN on (n, 28, 28, 1) images
@@ -242,6 +244,10 @@ def main(argv=None) -> int:
                         "doctor's cost alone; all: everything (default: mlp)")
     parser.add_argument("--cnn-samples", type=int, default=None, help="training images of "
                         "the CNN workload (default 10000, or 2048 with --quick)")
+    parser.add_argument("--doctor-pairs", default=None, type=_pairs, metavar="D[,M]",
+                        help="pairs of "
+                        "runs with and without the doctor: D of the digits default, M (or D) "
+                        "of the MNIST-shaped fit (default 15,5, or 8,3 with --quick)")
     parser.add_argument("--json", default=os.path.join("bench-results", "bench.json"),
                         help="where to write the results (default bench-results/bench.json)")
     args = parser.parse_args(argv)
@@ -326,6 +332,18 @@ def run_mlp(args, have_torch: bool, result: dict, data) -> None:
         print(f"\nmemory (nnx numpy, batch 128, {m} samples): peak RSS per epoch "
               f"{mem['peak_rss_mib']} MiB{'' if mem['per_epoch'] else ' (process peak)'}; "
               f"epoch 5 vs epoch 2: {100 * g:+.1f}%")
+
+
+def _pairs(text: str) -> tuple[int, int]:
+    """``--doctor-pairs D[,M]``: (D, M), M = D when only one is given."""
+    try:
+        given = [int(v) for v in text.split(",")]
+    except ValueError:
+        given = []
+    if not 1 <= len(given) <= 2 or min(given) < 1:
+        raise argparse.ArgumentTypeError(f"want one or two positive counts, e.g. 40,12; got "
+                                         f"{text!r}")
+    return given[0], given[-1]
 
 
 def _print_machine(m: dict, workload: str, repeats: int) -> None:

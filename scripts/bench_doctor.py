@@ -191,14 +191,16 @@ def mnist_run(data, epochs: int):
 
 def run_doctor(args, data, pause: float) -> dict:
     """Both measurements, printed; ``{"digits default": row, "mnist-shaped": row}``."""
-    quick = 1 if args.quick else 0
+    pairs = {name: default[1 if args.quick else 0] for name, default in PAIRS.items()}
+    if getattr(args, "doctor_pairs", None):  # (digits, MNIST-shaped) from --doctor-pairs
+        pairs = dict(zip(PAIRS, args.doctor_pairs))
     print(f"\ndoctor cost: training time with the doctor against without, interleaved, "
           f"median over pairs (load average {_load_text()})")
     rows = {}
     for name, run in (("digits default", digits_run),
                       ("mnist-shaped", mnist_run(data, EPOCHS))):
         t0 = time.perf_counter()
-        rows[name] = row = cost_row(name, time_pairs(run, PAIRS[name][quick], pause))
+        rows[name] = row = cost_row(name, time_pairs(run, pairs[name], pause))
         row["measure_s"] = round(time.perf_counter() - t0, 1)
         print_cost(row)
     return rows
