@@ -247,7 +247,8 @@ def main(argv=None) -> int:
     parser.add_argument("--doctor-pairs", default=None, type=_pairs, metavar="D[,M]",
                         help="pairs of "
                         "runs with and without the doctor: D of the digits default, M (or D) "
-                        "of the MNIST-shaped fit (default 15,5, or 8,3 with --quick)")
+                        "of the MNIST-shaped fit, 0 to skip one (default 15,5, or 8,3 with "
+                        "--quick)")
     parser.add_argument("--json", default=os.path.join("bench-results", "bench.json"),
                         help="where to write the results (default bench-results/bench.json)")
     args = parser.parse_args(argv)
@@ -340,9 +341,9 @@ def _pairs(text: str) -> tuple[int, int]:
         given = [int(v) for v in text.split(",")]
     except ValueError:
         given = []
-    if not 1 <= len(given) <= 2 or min(given) < 1:
-        raise argparse.ArgumentTypeError(f"want one or two positive counts, e.g. 40,12; got "
-                                         f"{text!r}")
+    if not 1 <= len(given) <= 2 or min(given) < 0 or max(given) < 1:
+        raise argparse.ArgumentTypeError(f"want one or two counts, e.g. 40,12 (0: skip that "
+                                         f"run); got {text!r}")
     return given[0], given[-1]
 
 

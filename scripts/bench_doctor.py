@@ -199,6 +199,8 @@ def run_doctor(args, data, pause: float) -> dict:
     rows = {}
     for name, run in (("digits default", digits_run),
                       ("mnist-shaped", mnist_run(data, EPOCHS))):
+        if not pairs[name]:
+            continue
         t0 = time.perf_counter()
         rows[name] = row = cost_row(name, time_pairs(run, pairs[name], pause))
         row["measure_s"] = round(time.perf_counter() - t0, 1)
