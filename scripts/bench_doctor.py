@@ -1,17 +1,20 @@
 """The doctor's cost in scripts/bench.py: training time with and without the doctor.
 
-Two runs, each trained whole with and without the doctor, interleaved (the order
-alternates every pair, after a pause), several pairs; the cost is the median over
-the pairs of (time with the doctor / time without) - 1, in wall time and in this
-process's CPU time (less disturbed by other processes). Every timed run also
-records the CPU share other processes took (``bench_sys.CpuMeter``) and the load
-average, so a figure measured on a busy machine says so.
+Two runs, each trained whole with and without the doctor, each time in a new Python
+process (as a real run: nothing cached, the memory allocator in its initial state -
+runs one after another in one process differed by several percent for that alone),
+interleaved (the order alternates every pair, after a pause), several pairs; the
+cost is the median over the pairs of (time with the doctor / time without) - 1, in
+wall time and in the process's CPU time (less disturbed by other processes). Every
+timed run also records the CPU share other processes took and the load average, so
+a figure measured on a busy machine says so; and the doctor's own time
+(``Doctor.seconds``), which other processes disturb far less.
 
 - **digits default**: the run ``python scripts/train.py --quiet`` makes: its flags
   parsed by the command line's own parser, built by :mod:`nnx.build` as the command
   builds it (settings from :mod:`nnx.settings`: the bundled digits, a 512-256 ReLU
-  MLP, Adam, batch 64, 30 epochs), a fresh run directory each time; ``--doctor`` is
-  the only flag that differs. Timed as the command times it (its "done in ... s"):
+  MLP, Adam, batch 64, 30 epochs), in a fresh run directory; ``--doctor`` is the
+  only flag that differs. Timed as the command times it (its "done in ... s"):
   ``nnx.build.train``, which with the doctor holds everything it adds - the checks
   before the first step, the monitor, the detectors and the report written to
   doctor.json and doctor.md. Fix verification (retraining copies of the run) runs
@@ -24,17 +27,21 @@ average, so a figure measured on a busy machine says so.
   once per fit, as in a real run. A real MNIST run trains 20 epochs, over which
   that fixed part weighs less than here.
 
-The data checks' cache is emptied before every run (a new process has none), and
-one untimed run of each kind comes first (imports, first calls of the libraries).
+``python scripts/bench_doctor.py --worker digits|mnist DIR EPOCHS [--doctor]`` is one
+such process: it prints its times and what the doctor said as one JSON line.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
+import numpy as np
 from bench_impls import SIZES
 from bench_report import BUSY
 from bench_sys import CpuMeter
@@ -76,13 +83,31 @@ def _load() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
+class ChildMeter(CpuMeter):
+    """:class:`bench_sys.CpuMeter` for a run in a child process: the children this process
+    waited for count as its own, not as other processes."""
+
+    def start(self) -> None:
+        t = os.times()
+        self._children0 = t.children_user + t.children_system
+        super().start()
+
+    def stop(self) -> float | None:
+        share = super().stop()
+        if share is None:
+            return None
+        t = os.times()
+        children = t.children_user + t.children_system - self._children0
+        wall = time.perf_counter() - self._t0
+        return max(0.0, share - children / (wall * (os.cpu_count() or 1)))
+
+
 def time_pairs(run, pairs: int, pause: float) -> dict:
     """``run(doctor) -> (wall s, cpu s, info)`` timed ``pairs`` times each way, interleaved
     (without, with; then with, without; ...). Returns the times, the other processes'
     share of each run, the load average around each pair and the ``info`` of each run."""
-    run(False), run(True)  # untimed: imports and first calls
     out = {"wall": ([], []), "cpu": ([], []), "others": [], "load": [], "info": ([], [])}
-    meter = CpuMeter()
+    meter = ChildMeter()
     for p in range(pairs):
         order = (False, True) if p % 2 == 0 else (True, False)
         others, load = [None, None], [_load()]
@@ -127,9 +152,7 @@ def digits_run(doctor: bool):
     """The command line's default run, trained in a fresh run directory; returns the wall
     and CPU seconds of ``nnx.build.train`` and what the doctor said and did."""
     from nnx import build, cli, settings
-    from nnx.doctor.static import clear_data_checks
 
-    clear_data_checks()
     said = []
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["--quiet", "--out", os.path.join(tmp, "run")] + (["--doctor"] if doctor else [])
@@ -159,31 +182,55 @@ def _doctor_info(doctor, said) -> dict:
             "findings": sorted(report.ids()), "seconds": dict(doctor.seconds)}
 
 
-def mnist_run(data, epochs: int):
-    """``run(doctor)`` for :func:`time_pairs`: one whole fit of the benchmark's MLP."""
-    def run(doctor: bool):
-        import nnx
-        from nnx.doctor import Doctor
-        from nnx.doctor.static import clear_data_checks
+def mnist_run(data, epochs: int, doctor: bool):
+    """One whole fit of the benchmark's MLP on ``data`` (training and validation ``(x, y)``);
+    returns its wall and CPU seconds and what the doctor said and did."""
+    import nnx
+    from nnx.doctor import Doctor
 
-        (x, y), (xv, yv) = data
-        opt_name, batch, lr = MNIST_CONFIG
-        clear_data_checks()
-        said = []
-        with tempfile.TemporaryDirectory() as tmp:
-            callbacks = [Doctor(out_dir=tmp, verify_fixes=True, print_fn=said.append)] \
-                if doctor else []
-            trainer = nnx.Trainer(nnx.mlp(list(SIZES)), "cross_entropy",
-                                  nnx.SGD(lr, momentum=0.9), device="numpy", seed=0)
-            wall, cpu = time.perf_counter(), time.process_time()
-            trainer.fit(x, y, epochs=epochs, batch_size=batch, validation_data=(xv, yv),
-                        callbacks=callbacks)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        about = {"steps": trainer.step, "epochs": epochs, "batch": batch, "optimizer":
-                 f"{opt_name} lr {lr}", "model": "-".join(map(str, SIZES)),
-                 "samples": int(x.shape[0])}
-        return wall, cpu, {**about, **_doctor_info(callbacks[0] if doctor else None, said)}
+    (x, y), (xv, yv) = data
+    opt_name, batch, lr = MNIST_CONFIG
+    said = []
+    with tempfile.TemporaryDirectory() as tmp:
+        callbacks = [Doctor(out_dir=tmp, verify_fixes=True, print_fn=said.append)] \
+            if doctor else []
+        trainer = nnx.Trainer(nnx.mlp(list(SIZES)), "cross_entropy", nnx.SGD(lr, momentum=0.9),
+                              device="numpy", seed=0)
+        wall, cpu = time.perf_counter(), time.process_time()
+        trainer.fit(x, y, epochs=epochs, batch_size=batch, validation_data=(xv, yv),
+                    callbacks=callbacks)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    about = {"steps": trainer.step, "epochs": epochs, "batch": batch, "optimizer":
+             f"{opt_name} lr {lr}", "model": "-".join(map(str, SIZES)),
+             "samples": int(x.shape[0])}
+    return wall, cpu, {**about, **_doctor_info(callbacks[0] if doctor else None, said)}
+
+
+def in_new_process(*what: str):
+    """``run(doctor)`` for :func:`time_pairs`: this script's ``--worker`` with ``what``."""
+    def run(doctor: bool):
+        argv = [sys.executable, os.path.abspath(__file__), "--worker", *what]
+        done = subprocess.run(argv + (["--doctor"] if doctor else []), capture_output=True,
+                              text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr[-2000:]}")
+        got = json.loads(done.stdout.strip().splitlines()[-1])
+        return got["wall"], got["cpu"], got["info"]
     return run
+
+
+def _worker(argv) -> int:
+    """One run (``digits``, or ``mnist DIR EPOCHS`` with the data in DIR), printed as JSON."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    doctor = "--doctor" in argv
+    argv = [a for a in argv if a != "--doctor"]
+    if argv[0] == "digits":
+        wall, cpu, info = digits_run(doctor)
+    else:
+        data = [np.load(os.path.join(argv[1], f"{k}.npy")) for k in ("x", "y", "xv", "yv")]
+        wall, cpu, info = mnist_run((data[:2], data[2:]), int(argv[2]), doctor)
+    print(json.dumps({"wall": wall, "cpu": cpu, "info": info}))
+    return 0
 
 
 # --- the measurement ---------------------------------------------------------------------
@@ -197,14 +244,19 @@ def run_doctor(args, data, pause: float) -> dict:
     print(f"\ndoctor cost: training time with the doctor against without, interleaved, "
           f"median over pairs (load average {_load_text()})")
     rows = {}
-    for name, run in (("digits default", digits_run),
-                      ("mnist-shaped", mnist_run(data, EPOCHS))):
-        if not pairs[name]:
-            continue
-        t0 = time.perf_counter()
-        rows[name] = row = cost_row(name, time_pairs(run, pairs[name], pause))
-        row["measure_s"] = round(time.perf_counter() - t0, 1)
-        print_cost(row)
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, v in zip(("x", "y", "xv", "yv"), (*data[0], *data[1])):
+            np.save(os.path.join(tmp, f"{k}.npy"), v)
+        runs = {"digits default": in_new_process("digits"),
+                "mnist-shaped": in_new_process("mnist", tmp, str(EPOCHS))}
+        runs["digits default"](False), runs["digits default"](True)  # untimed: file caches
+        for name, run in runs.items():
+            if not pairs[name]:
+                continue
+            t0 = time.perf_counter()
+            rows[name] = row = cost_row(name, time_pairs(run, pairs[name], pause))
+            row["measure_s"] = round(time.perf_counter() - t0, 1)
+            print_cost(row)
     return rows
 
 
@@ -233,3 +285,7 @@ def print_cost(row: dict) -> None:
     own = row["own"]
     print(f"  {'':<15} its own time (Doctor.seconds): {100 * own['all']:.1f}% of the rest of "
           "training: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in own.items() if k != "all"))
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
+    sys.exit(_worker(sys.argv[2:]))
