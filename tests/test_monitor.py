@@ -197,6 +197,20 @@ def test_the_monitor_observes_through_the_hook():
     assert linear.observers == ()  # nothing to observe: not even the hook's cost
 
 
+def test_the_monitor_is_observing_only_on_sampled_steps():
+    model = nnx.mlp([N_IN, 8, CLASSES]).init("numpy", 0)
+    mon = Monitor(every=5).attach(model)
+    watched = []
+    for step in range(30):
+        mon.begin_step(step)
+        watched.append(model.observers == (mon,))
+        mon.after_update(step, 0.0)
+    sampled = [s < 10 or s % 5 == 0 for s in range(30)]
+    assert watched == sampled
+    mon.detach()
+    assert model.observers == ()
+
+
 def test_an_observer_of_the_user_sees_the_run_beside_the_doctor():
     seen = []
 

@@ -18,7 +18,8 @@ run has only a few host reads per epoch and none inside a step.
 
 Activations are seen through the model's observation hook: the monitor is an
 :class:`~nnx.layers.Observer` that :meth:`Monitor.attach` adds to the
-``Sequential`` and :meth:`Monitor.detach` removes, so the layers and their
+``Sequential`` and :meth:`Monitor.detach` removes (in between it is there for the
+sampled steps only, so the other steps pay nothing), so the layers and their
 backward closures are never touched. A model without activation layers (a
 linear model, a stack of custom layers) is not observed at all; its loss and
 gradient norms are recorded all the same.
@@ -52,12 +53,12 @@ from .trace import ACT_COLUMNS, Trace, UnitLayer, Window, unit_layers
 __all__ = ["Monitor", "DEFAULT_EVERY", "FLUSH_EVERY", "SATURATION_MARGIN", "UPDATE_SAMPLE",
            "update_stride", "unit_layers"]
 
-#: sample the statistics every this many steps. A sampled step costs roughly one
-#: and a half plain steps on a small MLP, so 1 in 10 keeps the overhead near 5%.
+#: sample the statistics every this many steps (the Doctor's default is 25: a sampled
+#: step of the digits default costs about a fifth of a plain one more)
 DEFAULT_EVERY = 10
 
-#: the first steps are all sampled: a run that blows up does so early, and the
-#: first steps show the state the initialisation left
+#: the first steps are all sampled: a run that blows up does so early, and they show
+#: the state the initialisation left
 DENSE_START = 10
 
 #: copy the device accumulators to the host every this many steps (and at the end)
@@ -73,11 +74,10 @@ WINDOW_ROWS = DEAD_MIN_ROWS
 SATURATION_MARGIN = 0.01
 
 #: the update's norm is measured on this many entries of a larger weight matrix, evenly
-#: strided through it (the stride coprime with the last axis, so every output unit is
-#: met), and scaled by size / sampled: an estimate within a few percent (sqrt(2 / 4096) =
-#: 2% for Gaussian-like updates), far finer than the detectors' thresholds on update
-#: ratios, which are orders of magnitude apart. Copying and subtracting whole matrices
-#: was two thirds of a sampled step's cost.
+#: strided through it (the stride coprime with the last axis: every output unit is met),
+#: scaled by size / sampled: within a few percent (sqrt(2 / 4096) = 2% for Gaussian-like
+#: updates), far finer than the detectors' update-ratio thresholds, orders of magnitude
+#: apart. Copying and subtracting whole matrices was two thirds of a sampled step's cost.
 UPDATE_SAMPLE = 4096
 
 
@@ -142,7 +142,8 @@ class Monitor(Observer):
         self.trace.start([u for _, u, _ in self._units], params)
         self._bounds = [self._device_bounds(unit, acts) for _, unit, acts in self._units]
         self._position = {i: pos for pos, (i, _, _) in enumerate(self._units)}
-        if self._units:
+        self._observing = bool(self._units)
+        if self._observing:
             model.add_observer(self)
         self._sampling = True
         self._first_step = None
@@ -163,7 +164,7 @@ class Monitor(Observer):
         """Stop observing; the model is left exactly as it was."""
         if self.model is not None and hasattr(self.model, "remove_observer"):
             self.model.remove_observer(self)
-        self.model = None
+        self.model, self._observing = None, False
 
     def _device_bounds(self, unit: UnitLayer, acts):
         """Saturation thresholds: scalars for one activation, per-unit arrays for mixed."""
@@ -240,6 +241,9 @@ class Monitor(Observer):
             self._first_step = step
         k = step - self._first_step
         self._sampling = k < self.dense_start or k % self.every == 0
+        if self._units and self.model is not None and self._sampling != self._observing:
+            self._observing = self._sampling  # watched on the sampled steps only
+            (self.model.add_observer if self._sampling else self.model.remove_observer)(self)
         if self._sampling and self._window_first is None:
             self._window_first = step
 
