@@ -64,6 +64,14 @@ def pair_costs(without: list[float], with_doctor: list[float]) -> tuple[float, l
     return statistics.median(costs), costs
 
 
+def median_error(values: list[float]) -> float:
+    """The standard error of the median of ``values``: 1.2533 sigma / sqrt(n) (normal
+    samples), sigma estimated robustly as 1.4826 times the median absolute deviation."""
+    mid = statistics.median(values)
+    mad = statistics.median(abs(v - mid) for v in values)
+    return 1.2533 * 1.4826 * mad / len(values) ** 0.5
+
+
 def own_share(with_doctor: list[float], seconds: list[dict]) -> dict:
     """The doctor's own time (``Doctor.seconds`` of each run with it) as a share of the rest
     of that run's training time, the median over the runs, in all and by part."""
@@ -135,7 +143,9 @@ def cost_row(name: str, timed: dict) -> dict:
     about = {k: info.pop(k) for k in ABOUT if k in info}
     info.pop("seconds", None)
     own = own_share(timed["wall"][1], [i["seconds"] for i in timed["info"][1]])
-    return {"config": name, **about, "cost": wall, "cpu_cost": cpu, "own": own, "costs": costs,
+    return {"config": name, **about, "cost": wall, "cost_error": median_error(costs),
+            "cpu_cost": cpu, "cpu_cost_error": median_error(cpu_costs), "own": own,
+            "costs": costs,
             "cpu_costs": cpu_costs, "s_without": statistics.median(timed["wall"][0]),
             "s_with": statistics.median(timed["wall"][1]), "wall_s": timed["wall"],
             "cpu_s": timed["cpu"], "others_cpu": timed["others"],
@@ -274,7 +284,8 @@ def print_cost(row: dict) -> None:
     print(f"  {row['config']:<15} {row['model']}, {row['optimizer']}, batch {row['batch']}, "
           f"{row['samples']} samples, {row['epochs']} epochs ({row['steps']} steps): "
           f"{row['s_without']:.2f} s -> {row['s_with']:.2f} s, {100 * row['cost']:+.1f}% "
-          f"(CPU time {100 * row['cpu_cost']:+.1f}%), median of {len(row['costs'])} pairs "
+          f"+- {100 * row['cost_error']:.1f}% (CPU time {100 * row['cpu_cost']:+.1f}% +- "
+          f"{100 * row['cpu_cost_error']:.1f}%), median of {len(row['costs'])} pairs "
           f"(from {100 * min(row['costs']):+.1f}% to {100 * max(row['costs']):+.1f}%); "
           + "; ".join(notes))
     doc = row["doctor"]

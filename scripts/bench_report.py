@@ -112,7 +112,8 @@ def _doctor_cost(run: _Run, cfg: str):
         return None
     load = row["load_average"]
     return row["cost"], row["cost"] <= 0.05, (
-        f"{100 * row['cost']:+.1f}% (CPU time {100 * row['cpu_cost']:+.1f}%; load "
+        f"{100 * row['cost']:+.1f}% +- {100 * row['cost_error']:.1f}% (CPU time "
+        f"{100 * row['cpu_cost']:+.1f}%, own time {100 * row['own']['all']:.1f}%; load "
         + (f"{load[0]:.1f}-{load[1]:.1f})" if load else "unknown)") + _busy(row))
 
 

@@ -8,7 +8,13 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
 
-from bench_doctor import cost_row, disturbed_pairs, own_share, pair_costs  # noqa: E402
+from bench_doctor import (  # noqa: E402
+    cost_row,
+    disturbed_pairs,
+    median_error,
+    own_share,
+    pair_costs,
+)
 from bench_report import goals  # noqa: E402
 
 
@@ -20,6 +26,13 @@ def test_pair_costs_are_per_pair_ratios_and_their_median():
         pair_costs([1.0], [1.0, 2.0])
     with pytest.raises(ValueError):
         pair_costs([], [])
+
+
+def test_the_error_of_a_median_comes_from_the_spread_of_the_pairs():
+    # deviations from the median 0.02: 0.02, 0, 0.01, 0.03 -> MAD 0.015 over 4 values
+    assert median_error([0.0, 0.02, 0.03, 0.05, 0.01]) == pytest.approx(
+        1.2533 * 1.4826 * 0.01 / 5 ** 0.5)
+    assert median_error([0.04] * 9) == 0
 
 
 def test_a_pair_is_disturbed_when_either_run_was():
@@ -72,6 +85,6 @@ def test_goal_says_when_other_processes_were_busy(capsys):
     goals(_result(([1.0, 1.0], [1.0, 1.0]), ([1.0, 1.0], [1.0, 1.0]),
                   others=[(0.3, 0.0), (0.0, 0.0)]))
     text = capsys.readouterr().out
-    assert "digits default: +0.0% (CPU time -50.0%; load 1.0-2.0) (measured while other " \
-           "processes were busy)" in text
+    assert "digits default: +0.0% +- 0.0% (CPU time -50.0%, own time 0.5%; load 1.0-2.0) " \
+           "(measured while other processes were busy)" in text
     assert "doctor (digits default)" in text and "doctor (mnist-shaped)" not in text
