@@ -32,9 +32,9 @@ __all__ = ["Doctor", "DOCTOR_EVERY"]
 
 #: the doctor samples per-layer statistics every this many steps (and every one of the
 #: monitor's first steps). On the digits default (a 512-256 MLP, batch 64, 630 steps) a
-#: sampled step costs about a quarter of a plain step more, and the whole doctor - static
-#: checks, monitor, detectors and report - measured 6.7% of training time sampling every
-#: 10 steps, 4.7% every 20 and about 4% every 25 (median of 5-9 runs on a shared machine).
+#: sampled step costs about a fifth of a plain step more, and the doctor's own time
+#: (Doctor.seconds: checks, monitor, detectors and report) is 2.8% of training time
+#: (scripts/bench.py --workload doctor).
 DOCTOR_EVERY = 25
 
 
