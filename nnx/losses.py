@@ -95,8 +95,9 @@ class SoftmaxCrossEntropy(Loss):
     def _classes(self, xp, c, labels):
         """``arange(c)`` in the labels' dtype and device, made once and kept."""
         kept = getattr(self, "_arange", None)
-        if (kept is None or kept.shape[0] != c or kept.dtype != labels.dtype
-                or type(kept) is not type(labels) or kept.device != labels.device):
+        # the library first: dtypes of two libraries do not compare
+        if (kept is None or type(kept) is not type(labels) or kept.shape[0] != c
+                or kept.dtype != labels.dtype or kept.device != labels.device):
             kept = self._arange = xp.arange(c, dtype=labels.dtype, device=labels.device)
         return kept
 
