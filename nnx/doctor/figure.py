@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..atomic import replacing
+from ..plot import save_figure
 from .detectors import loss_spikes, spike_events
 from .trace import Trace
 
@@ -38,8 +38,7 @@ def plot_trace(trace: Trace, path: str, findings=()) -> str:
     # fixed spacing: tight_layout costs more than the rest of the figure together
     fig.subplots_adjust(left=0.06, right=0.985, bottom=0.07, top=0.9, wspace=0.25, hspace=0.32)
     try:
-        with replacing(path) as f:  # whole or not at all, never through a link
-            fig.savefig(f, dpi=90, format="png")
+        save_figure(fig, path, dpi=90)  # whole or not at all, never through a link
     finally:
         plt.close(fig)
     return path

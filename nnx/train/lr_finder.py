@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..atomic import replacing
 from ..errors import ConfigError
 from ..losses import get_loss
+from ..plot import save_figure
 
 __all__ = ["lr_find", "LRFinderResult", "clone_model"]
 
@@ -286,8 +286,7 @@ def plot_lr_find(result: LRFinderResult, path: str) -> str:
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        with replacing(path) as f:  # whole or not at all, never through a link
-            fig.savefig(f, dpi=90, format="png")
+        save_figure(fig, path, dpi=90)  # whole or not at all, never through a link
     finally:
         plt.close(fig)
     return path
