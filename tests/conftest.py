@@ -71,3 +71,40 @@ def blobs_400():
 def blobs_300():
     """Three 2-D Gaussian blobs, 300 examples (seed 2): data of the Trainer tests."""
     return nnx.data.blobs(n=300, classes=3, seed=2)
+
+
+# --- shared by several test files --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """One finished digits run (1 epoch) made by the CLI; tests that damage it copy it."""
+    from train_command import train
+
+    base = tmp_path_factory.mktemp("digits")
+    r = train(["--epochs", "1", "--quiet", "--out", str(base / "run")], base)
+    assert r.returncode == 0, r.stderr
+    return base / "run"
+
+
+@pytest.fixture(scope="module")
+def mnist_arrays():
+    """Small MNIST-format arrays (tests/mnist_files.py): train images, labels, test ones."""
+    from mnist_files import sample_arrays
+
+    return sample_arrays()
+
+
+@pytest.fixture(scope="module")
+def mnist_blobs(mnist_arrays):
+    """``({file name: gzip bytes}, SHA-256 table)`` of :func:`mnist_arrays`."""
+    from mnist_files import gzip_files
+
+    return gzip_files(mnist_arrays)
+
+
+@pytest.fixture
+def dead_url():
+    """A base URL on 127.0.0.1 where nothing listens."""
+    from mnist_files import unused_url
+
+    return unused_url()

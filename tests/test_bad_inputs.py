@@ -199,15 +199,6 @@ def test_batch_larger_than_the_data_warns_and_trains_full_batch(tmp_path):
 # --- resuming from a bad checkpoint ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    """One finished digits run (1 epoch), copied by each test that damages it."""
-    base = tmp_path_factory.mktemp("digits")
-    r = train(["--epochs", "1", "--quiet", "--out", str(base / "run")], base)
-    assert r.returncode == 0, r.stderr
-    return base / "run"
-
-
 def _resume_fails(run: Path, extra, words, tmp_path):
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     r = train(["--resume", str(run), "--epochs", "2", "--quiet", *extra], tmp_path)

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from train_command import SCRIPT, error_line, train, weights
 
 
@@ -30,14 +29,6 @@ _rng = np.random.default_rng(0)
 
 
 # --- refused resumes leave the run as it was --------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("digits")
-    r = train(["--epochs", "1", "--quiet", "--out", str(base / "run")], base)
-    assert r.returncode == 0, r.stderr
-    return base / "run"
 
 
 def _copy(run: Path, tmp_path: Path) -> tuple[Path, dict]:

@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 import pytest
-from mnist_files import check_dataset, gzip_files, isolate, mnist_files, sample_arrays, unused_url
+from mnist_files import check_dataset, isolate, mnist_files
 
 from nnx.data import load, load_mnist
 from nnx.data.download import cache_dir
@@ -27,23 +27,6 @@ from nnx.errors import ChecksumError, ConfigError, DataError
 def _isolated(tmp_path, monkeypatch):
     """No test sees the user's cache or mirror settings."""
     isolate(tmp_path, monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def arrays():
-    return sample_arrays()
-
-
-@pytest.fixture(scope="module")
-def blobs(arrays):
-    """``{file name: gzip bytes}`` and their SHA-256 table."""
-    return gzip_files(arrays)
-
-
-@pytest.fixture
-def dead_url():
-    """A base URL on 127.0.0.1 where nothing listens."""
-    return unused_url()
 
 
 class _Server:
@@ -82,8 +65,8 @@ class _Server:
 
 
 @pytest.fixture
-def server(blobs):
-    s = _Server(blobs[0])
+def server(mnist_blobs):
+    s = _Server(mnist_blobs[0])
     yield s
     s.close()
 
@@ -100,16 +83,17 @@ def served(tmp_path):
 # --- a download is verified, then cached ------------------------------------------------------
 
 
-def test_download_verifies_then_second_load_uses_the_cache(tmp_path, server, blobs, arrays):
+def test_download_verifies_then_second_load_uses_the_cache(tmp_path, server, mnist_blobs,
+                                                           mnist_arrays):
     cache = tmp_path / "cache"
-    ds = load_mnist("mnist", cache, mirrors=[server.url], checksums=blobs[1], quiet=True)
-    check_dataset(ds, arrays)
+    ds = load_mnist("mnist", cache, mirrors=[server.url], checksums=mnist_blobs[1], quiet=True)
+    check_dataset(ds, mnist_arrays)
     assert sorted(server.requests) == sorted(FILES)
     assert sorted(p.name for p in cache.iterdir()) == sorted(FILES)
     for name in FILES:
-        assert (cache / name).read_bytes() == blobs[0][name]
+        assert (cache / name).read_bytes() == mnist_blobs[0][name]
     server.requests.clear()
-    again = load_mnist("mnist", cache, mirrors=[server.url], checksums=blobs[1], quiet=True)
+    again = load_mnist("mnist", cache, mirrors=[server.url], checksums=mnist_blobs[1], quiet=True)
     assert server.requests == []
     np.testing.assert_array_equal(again.x_train, ds.x_train)
 
@@ -130,30 +114,30 @@ def test_download_verifies_and_caches(tmp_path, served):
     np.testing.assert_array_equal(again.x_train, ds.x_train)
 
 
-def test_load_reads_the_mirror_from_the_environment(tmp_path, server, blobs, arrays,
+def test_load_reads_the_mirror_from_the_environment(tmp_path, server, mnist_blobs, mnist_arrays,
                                                     monkeypatch):
     monkeypatch.setenv("NNX_MNIST_MIRROR", server.url)
-    ds = load("mnist", data_dir=tmp_path / "c", checksums=blobs[1], quiet=True)
-    check_dataset(ds, arrays)
+    ds = load("mnist", data_dir=tmp_path / "c", checksums=mnist_blobs[1], quiet=True)
+    check_dataset(ds, mnist_arrays)
     assert len(server.requests) == 4
 
 
-def test_fashion_mnist_has_its_own_mirror_variable(tmp_path, server, blobs, arrays,
+def test_fashion_mnist_has_its_own_mirror_variable(tmp_path, server, mnist_blobs, mnist_arrays,
                                                    monkeypatch):
     monkeypatch.setenv("NNX_FASHION_MNIST_MIRROR", server.url)
     monkeypatch.setenv("NNX_DATA_DIR", str(tmp_path / "env-cache"))
-    ds = load("fashion-mnist", checksums=blobs[1], quiet=True)
-    check_dataset(ds, arrays)
+    ds = load("fashion-mnist", checksums=mnist_blobs[1], quiet=True)
+    check_dataset(ds, mnist_arrays)
     assert ds.name == "fashion-mnist"
     assert sorted(p.name for p in (tmp_path / "env-cache").iterdir()) == sorted(FILES)
 
 
-def test_progress_bar_on_stderr_unless_quiet(tmp_path, server, blobs, capsys):
-    load_mnist("mnist", tmp_path / "c", mirrors=[server.url], checksums=blobs[1])
+def test_progress_bar_on_stderr_unless_quiet(tmp_path, server, mnist_blobs, capsys):
+    load_mnist("mnist", tmp_path / "c", mirrors=[server.url], checksums=mnist_blobs[1])
     err = capsys.readouterr().err
     assert "downloading train-images-idx3-ubyte.gz" in err and "100.0%" in err
     assert " B" in err or "KB" in err
-    load_mnist("mnist", tmp_path / "d", mirrors=[server.url], checksums=blobs[1], quiet=True)
+    load_mnist("mnist", tmp_path / "d", mirrors=[server.url], checksums=mnist_blobs[1], quiet=True)
     assert capsys.readouterr().err == ""
 
 
@@ -179,13 +163,13 @@ def test_cache_dir_precedence(tmp_path, monkeypatch):
 # --- bad files and failing servers ------------------------------------------------------------
 
 
-def test_corrupt_file_on_the_server_is_rejected_and_not_cached(tmp_path, server, blobs):
+def test_corrupt_file_on_the_server_is_rejected_and_not_cached(tmp_path, server, mnist_blobs):
     server.files[FILES[0]] = server.files[FILES[0]][:-5] + b"XXXXX"
     cache = tmp_path / "cache"
     with pytest.raises(ChecksumError, match="SHA-256") as err:
-        load_mnist("mnist", cache, mirrors=[server.url], checksums=blobs[1], quiet=True)
+        load_mnist("mnist", cache, mirrors=[server.url], checksums=mnist_blobs[1], quiet=True)
     assert FILES[0] in str(err.value) and server.url in str(err.value)
-    assert blobs[1][FILES[0]] in str(err.value)
+    assert mnist_blobs[1][FILES[0]] in str(err.value)
     assert list(cache.iterdir()) == []  # no temporary file, no final file
 
 
@@ -205,19 +189,20 @@ def test_corrupted_download_is_rejected_and_not_cached(tmp_path, served):
     assert not [n for n in leftover if n.startswith(".") or n.endswith((".part", ".tmp"))]
 
 
-def test_corrupt_later_file_keeps_only_verified_files(tmp_path, server, blobs):
+def test_corrupt_later_file_keeps_only_verified_files(tmp_path, server, mnist_blobs):
     server.files[FILES[2]] = b"not the file"
     cache = tmp_path / "cache"
     with pytest.raises(ChecksumError):
-        load_mnist("mnist", cache, mirrors=[server.url], checksums=blobs[1], quiet=True)
+        load_mnist("mnist", cache, mirrors=[server.url], checksums=mnist_blobs[1], quiet=True)
     assert sorted(p.name for p in cache.iterdir()) == sorted(FILES[:2])
 
 
-def test_next_mirror_is_tried_after_a_bad_or_missing_file(tmp_path, server, blobs, arrays):
+def test_next_mirror_is_tried_after_a_bad_or_missing_file(tmp_path, server, mnist_blobs,
+                                                          mnist_arrays):
     server.files.update({f"bad/{n}": b"garbage" for n in FILES})
     mirrors = [server.url + "missing/", server.url + "bad/", server.url]
-    ds = load_mnist("mnist", tmp_path / "c", mirrors=mirrors, checksums=blobs[1], quiet=True)
-    check_dataset(ds, arrays)
+    ds = load_mnist("mnist", tmp_path / "c", mirrors=mirrors, checksums=mnist_blobs[1], quiet=True)
+    check_dataset(ds, mnist_arrays)
     assert f"missing/{FILES[0]}" in server.requests and f"bad/{FILES[0]}" in server.requests
 
 
@@ -233,21 +218,21 @@ def test_a_second_mirror_is_tried_after_a_bad_one(tmp_path, served):
     assert ds.x_train.shape == (20, 784)
 
 
-def test_connection_closed_early_is_an_error_and_leaves_nothing(tmp_path, server, blobs):
+def test_connection_closed_early_is_an_error_and_leaves_nothing(tmp_path, server, mnist_blobs):
     server.short.add(FILES[0])
     cache = tmp_path / "cache"
     with pytest.raises(DataError) as err:
-        load_mnist("mnist", cache, mirrors=[server.url], checksums=blobs[1], quiet=True,
+        load_mnist("mnist", cache, mirrors=[server.url], checksums=mnist_blobs[1], quiet=True,
                    timeout=5)
     assert not isinstance(err.value, ChecksumError)
     assert list(cache.iterdir()) == []
 
 
-def test_server_down_says_what_was_tried_and_how_to_place_files(tmp_path, dead_url, blobs):
+def test_server_down_says_what_was_tried_and_how_to_place_files(tmp_path, dead_url, mnist_blobs):
     cache = tmp_path / "cache"
     with pytest.raises(DataError) as err:
         load_mnist("mnist", cache, mirrors=[dead_url, dead_url + "other/"],
-                   checksums=blobs[1], quiet=True, timeout=5)
+                   checksums=mnist_blobs[1], quiet=True, timeout=5)
     message = str(err.value)
     assert not isinstance(err.value, ChecksumError)
     assert f"{dead_url}{FILES[0]}" in message and f"{dead_url}other/{FILES[0]}" in message

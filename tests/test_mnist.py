@@ -12,7 +12,7 @@ import hashlib
 
 import numpy as np
 import pytest
-from mnist_files import check_dataset, gzip_files, isolate, mnist_files, sample_arrays, unused_url
+from mnist_files import check_dataset, isolate, mnist_files
 
 from nnx.data import load_mnist, write_idx
 from nnx.data.mnist import FILES, SOURCES
@@ -25,31 +25,15 @@ def _isolated(tmp_path, monkeypatch):
     isolate(tmp_path, monkeypatch)
 
 
-@pytest.fixture(scope="module")
-def arrays():
-    return sample_arrays()
-
-
-@pytest.fixture(scope="module")
-def blobs(arrays):
-    """``{file name: gzip bytes}`` and their SHA-256 table."""
-    return gzip_files(arrays)
-
-
-@pytest.fixture
-def dead_url():
-    """A base URL on 127.0.0.1 where nothing listens."""
-    return unused_url()
-
-
 # --- files already in the data directory ------------------------------------------------------
 
 
-def test_files_already_in_the_data_dir_need_no_network(tmp_path, dead_url, blobs, arrays):
-    for name, body in blobs[0].items():
+def test_files_already_in_the_data_dir_need_no_network(tmp_path, dead_url, mnist_blobs,
+                                                       mnist_arrays):
+    for name, body in mnist_blobs[0].items():
         (tmp_path / name).write_bytes(body)
-    ds = load_mnist("mnist", tmp_path, mirrors=[dead_url], checksums=blobs[1], quiet=True)
-    check_dataset(ds, arrays)
+    ds = load_mnist("mnist", tmp_path, mirrors=[dead_url], checksums=mnist_blobs[1], quiet=True)
+    check_dataset(ds, mnist_arrays)
 
 
 def test_files_already_present_are_used_without_a_network(tmp_path):
@@ -64,12 +48,12 @@ def test_files_already_present_are_used_without_a_network(tmp_path):
 
 
 @pytest.mark.parametrize("style", ["dash", "dot"])
-def test_uncompressed_copies_are_used(tmp_path, dead_url, arrays, style):
-    for name, array in zip(FILES, arrays):
+def test_uncompressed_copies_are_used(tmp_path, dead_url, mnist_arrays, style):
+    for name, array in zip(FILES, mnist_arrays):
         plain = name[:-3] if style == "dash" else name[:-3].replace("-idx", ".idx")
         write_idx(tmp_path / plain, array)
     ds = load_mnist("mnist", tmp_path, mirrors=[dead_url], checksums={}, download=False)
-    check_dataset(ds, arrays)
+    check_dataset(ds, mnist_arrays)
 
 
 def test_uncompressed_copies_under_either_name_are_verified(tmp_path):
@@ -88,8 +72,9 @@ def test_uncompressed_copies_under_either_name_are_verified(tmp_path):
         load_mnist("mnist", data_dir=data, checksums=checksums, download=False)
 
 
-def test_uncompressed_copy_with_a_known_wrong_checksum_is_refused(tmp_path, arrays, blobs):
-    for name, array in zip(FILES, arrays):
+def test_uncompressed_copy_with_a_known_wrong_checksum_is_refused(tmp_path, mnist_arrays,
+                                                                  mnist_blobs):
+    for name, array in zip(FILES, mnist_arrays):
         write_idx(tmp_path / name[:-3], array)
     # the published table knows the SHA-256 of the real uncompressed MNIST files; nnx never
     # downloads uncompressed copies, so these are the user's: train on them, do not delete
@@ -98,24 +83,24 @@ def test_uncompressed_copy_with_a_known_wrong_checksum_is_refused(tmp_path, arra
     assert "delete" not in str(err.value)
 
 
-def test_existing_file_with_a_wrong_checksum_says_to_delete_it(tmp_path, blobs):
-    for name, body in blobs[0].items():
+def test_existing_file_with_a_wrong_checksum_says_to_delete_it(tmp_path, mnist_blobs):
+    for name, body in mnist_blobs[0].items():
         (tmp_path / name).write_bytes(body)
     (tmp_path / FILES[1]).write_bytes(b"\x1f\x8b damaged")
     with pytest.raises(ChecksumError, match="delete it") as err:
-        load_mnist("mnist", tmp_path, checksums=blobs[1], download=False)
+        load_mnist("mnist", tmp_path, checksums=mnist_blobs[1], download=False)
     assert FILES[1] in str(err.value)
 
 
-def test_missing_files_without_download(tmp_path, blobs):
-    (tmp_path / FILES[0]).write_bytes(blobs[0][FILES[0]])
+def test_missing_files_without_download(tmp_path, mnist_blobs):
+    (tmp_path / FILES[0]).write_bytes(mnist_blobs[0][FILES[0]])
     with pytest.raises(DataError, match="not found") as err:
-        load_mnist("mnist", tmp_path, checksums=blobs[1], download=False)
+        load_mnist("mnist", tmp_path, checksums=mnist_blobs[1], download=False)
     assert FILES[1] in str(err.value) and FILES[0] not in str(err.value)
 
 
-def test_files_that_do_not_fit_together(tmp_path, arrays):
-    xtr, ytr, xte, yte = arrays
+def test_files_that_do_not_fit_together(tmp_path, mnist_arrays):
+    xtr, ytr, xte, yte = mnist_arrays
     for name, a in zip(FILES, (xtr, ytr[:5], xte, yte)):
         write_idx(tmp_path / name[:-3], a)
     with pytest.raises(DataError, match="do not fit together"):
