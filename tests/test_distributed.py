@@ -214,19 +214,24 @@ def reference(case, ranks=2):
     return t
 
 
+def _saved_arrays(ranks: int, case: str, out, *args) -> dict:
+    """Run the worker's ``case`` on ``ranks`` processes (it must succeed) and read the
+    arrays it saved to ``out``."""
+    import numpy as np
+
+    proc = mpirun(ranks, case, out, *args)
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out) as z:
+        return dict(z)
+
+
 def _largest_difference(weights, saved, name) -> float:
     return max(float(abs(v - saved[f"{name}/{k}"]).max()) for k, v in weights.items())
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    import numpy as np
-
-    out = tmp_path_factory.mktemp("k2") / "weights.npz"
-    proc = mpirun(2, "train_cases", out, *CASES)
-    assert proc.returncode == 0, proc.stderr
-    with np.load(out) as z:
-        return dict(z)
+    return _saved_arrays(2, "train_cases", tmp_path_factory.mktemp("k2") / "weights.npz", *CASES)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -245,13 +250,7 @@ def test_two_ranks_train_the_parameters_of_one_process(two_ranks, case):
 
 
 def test_batchnorm_keeps_local_statistics_unless_synchronised(tmp_path):
-    import numpy as np
-
-    out = tmp_path / "local.npz"
-    proc = mpirun(2, "train_cases", out, "sgdm:float64:0:bn:local")
-    assert proc.returncode == 0, proc.stderr
-    with np.load(out) as z:
-        saved = dict(z)
+    saved = _saved_arrays(2, "train_cases", tmp_path / "local.npz", "sgdm:float64:0:bn:local")
     name = "sgdm-float64-d0-bn-local"
     assert bool(saved[f"{name}/same_on_every_rank"])  # running statistics: rank 0's
     synced = reference("sgdm:float64:0:bn").model.get_weights()
@@ -259,13 +258,7 @@ def test_batchnorm_keeps_local_statistics_unless_synchronised(tmp_path):
 
 
 def test_the_equality_test_catches_planted_mistakes(tmp_path):
-    import numpy as np
-
-    out = tmp_path / "controls.npz"
-    proc = mpirun(2, "controls", out)
-    assert proc.returncode == 0, proc.stderr
-    with np.load(out) as z:
-        saved = dict(z)
+    saved = _saved_arrays(2, "controls", tmp_path / "controls.npz")
     good = reference("sgdm:float64:0").model.get_weights()
     # rank 1 seeded differently still trains rank 0's model: the broadcast
     assert _largest_difference(good, saved, "seeded_per_rank") <= 1e-12
@@ -274,13 +267,7 @@ def test_the_equality_test_catches_planted_mistakes(tmp_path):
 
 
 def test_three_ranks_with_shares_of_four_four_and_three(tmp_path):
-    import numpy as np
-
-    out = tmp_path / "k3.npz"
-    proc = mpirun(3, "train_cases", out, "adam:float64:0")
-    assert proc.returncode == 0, proc.stderr
-    with np.load(out) as z:
-        saved = dict(z)
+    saved = _saved_arrays(3, "train_cases", tmp_path / "k3.npz", "adam:float64:0")
     one = reference("adam:float64:0", ranks=3)
     assert _largest_difference(one.model.get_weights(), saved, "adam-float64-d0") <= 1e-12
 
